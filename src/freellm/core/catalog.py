@@ -1,0 +1,421 @@
+"""The catalog: which providers exist, how to reach them, and what each model's free tier allows.
+
+The bundled ``data/catalog.toml`` and the user's config file have the same shape (DESIGN.md,
+"Config file"), so one parser reads both: the bundled file is applied to an empty catalog, then the
+user's file on top of it (``freellm.shell.config`` reads the files). Applying a config is a pure
+function from ``(Catalog, mapping)`` to a new ``Catalog``; every bad value raises
+:class:`ConfigError` naming the key path (``providers.groq.models[0].rpm``) and what is wrong.
+
+Rules of an override, as DESIGN.md fixes them:
+
+- a provider table overrides the fields it names (``base_url``, ``dialect``, ...), keeps the rest;
+- a ``[[providers.X.models]]`` entry replaces the catalog's model with the same id whole, or adds
+  it: a cap left out means "no known cap";
+- a provider the catalog does not know is the user's own and must name its ``dialect`` and
+  ``base_url``;
+- ``[router]`` settings replace the defaults they name.
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import attrs
+
+__all__ = [
+    "ROLLING",
+    "AuthStyle",
+    "Caps",
+    "Catalog",
+    "ConfigError",
+    "Dialect",
+    "ModelSpec",
+    "ProviderSpec",
+    "RouterSettings",
+    "Target",
+    "apply_config",
+    "load_config_text",
+]
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+ROLLING: Final = "rolling"
+"""``daily_reset`` value for a rolling 24 h window (any other value names an IANA time zone)."""
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type or out of range.
+
+    ``path`` is the dotted key (``providers.groq.models[0].rpm``); ``str()`` of the error reads
+    ``"<path>: <what is wrong>"``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
+class Dialect(enum.Enum):
+    OPENAI = "openai"
+    GEMINI = "gemini"
+    COHERE = "cohere"
+
+
+class AuthStyle(enum.Enum):
+    BEARER = "bearer"
+    GOOG_API_KEY = "x-goog-api-key"
+    # The stored key is "account_id:api_token": the token goes in a Bearer header and the account
+    # id into the base URL's "{account_id}".
+    CLOUDFLARE = "cloudflare"
+
+
+@attrs.frozen
+class Caps:
+    """Free-tier caps of one model (``None``: no known cap).
+
+    Minute caps are rolling windows; day caps follow the provider's ``daily_reset``.
+    ``concurrency`` caps requests in flight at once.
+    """
+
+    rpm: int | None = None
+    rpd: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
+    concurrency: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return (
+            self.rpm is None
+            and self.rpd is None
+            and self.tpm is None
+            and self.tpd is None
+            and self.concurrency is None
+        )
+
+
+@attrs.frozen
+class ModelSpec:
+    """One model of one provider.
+
+    ``account``: the caps count against the key across every ``account`` model of the provider
+    (OpenRouter's free tier is per key, all ``:free`` models together).
+    """
+
+    id: str
+    caps: Caps = Caps()
+    context: int | None = None
+    max_output: int | None = None
+    tools: bool = False
+    vision: bool = False
+    json: bool = False
+    account: bool = False
+
+
+def _read_only_strings(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+def _read_only_models(mapping: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
+    return MappingProxyType(dict(mapping))
+
+
+@attrs.frozen
+class ProviderSpec:
+    id: str
+    name: str
+    base_url: str
+    dialect: Dialect
+    auth: AuthStyle = AuthStyle.BEARER
+    daily_reset: str = ROLLING
+    headers: Mapping[str, str] = attrs.field(
+        default=MappingProxyType({}), converter=_read_only_strings
+    )
+    models: Mapping[str, ModelSpec] = attrs.field(
+        default=MappingProxyType({}), converter=_read_only_models
+    )
+
+
+@attrs.frozen
+class Target:
+    """A model of a provider: what a chain entry or a model id resolves to."""
+
+    provider: str
+    model: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model.id}"
+
+
+@attrs.frozen
+class RouterSettings:
+    chain: tuple[str, ...] = ()
+    max_attempts: int = 20
+    sticky_ttl_s: float = 1800.0
+    max_sessions: int = 10_000
+    default_completion_tokens: int = 1024
+
+
+@attrs.frozen
+class Catalog:
+    """Providers in their catalog order, the router settings, and indexes built once.
+
+    Build one with :func:`apply_config`; the indexes (``chain_targets``, ``by_model``) are derived
+    from ``providers`` and ``settings`` there, so they never disagree with them.
+    """
+
+    providers: Mapping[str, ProviderSpec] = MappingProxyType({})
+    settings: RouterSettings = RouterSettings()
+    updated: str | None = None
+    chain_targets: tuple[Target, ...] = ()
+    by_model: Mapping[str, tuple[Target, ...]] = MappingProxyType({})
+
+    def target(self, provider: str, model: str) -> Target | None:
+        spec = self.providers.get(provider)
+        if spec is None:
+            return None
+        model_spec = spec.models.get(model)
+        return None if model_spec is None else Target(provider, model_spec)
+
+    def resolve(self, name: str) -> tuple[Target, ...]:
+        """The targets a request's ``model`` names, best first; empty if none.
+
+        ``provider/model-id`` stays on that provider when the provider exists and serves the
+        rest; otherwise the whole string is a model id (ids like ``openai/gpt-oss-120b`` contain
+        slashes) served by every provider that has it, in chain order, then catalog order.
+        ``auto`` is the router's business, not the catalog's.
+        """
+        provider, sep, rest = name.partition("/")
+        if sep:
+            target = self.target(provider, rest)
+            if target is not None:
+                return (target,)
+        return self.by_model.get(name, ())
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+_PROVIDER_KEYS: Final = frozenset(
+    {"name", "base_url", "dialect", "auth", "daily_reset", "headers", "models"}
+)
+_MODEL_CAPS: Final = ("rpm", "rpd", "tpm", "tpd", "concurrency")
+_MODEL_KEYS: Final = frozenset(
+    {"id", *_MODEL_CAPS, "context", "max_output", "tools", "vision", "json", "account"}
+)
+_ROUTER_KEYS: Final = frozenset(
+    {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
+)
+_TOP_KEYS: Final = frozenset({"providers", "router", "updated", "source"})
+
+
+def load_config_text(text: str, *, origin: str = "config") -> Mapping[str, Any]:
+    """Parse TOML text into a mapping. Raises :class:`ConfigError` for invalid TOML."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(origin, f"not valid TOML ({exc})") from None
+
+
+def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
+    """A new catalog: ``catalog`` with ``config`` (a parsed TOML mapping) applied on top.
+
+    Raises :class:`ConfigError` naming the first bad key.
+    """
+    _check_table(config, "", _TOP_KEYS)
+    providers = dict(catalog.providers)
+    for provider_id, table in _table(config, "providers").items():
+        path = f"providers.{provider_id}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(path, "must be a table")
+        providers[provider_id] = _apply_provider(providers.get(provider_id), provider_id, table)
+
+    settings = _apply_router(catalog.settings, _table(config, "router"))
+    updated = config.get("updated", catalog.updated)
+    return _indexed(providers, settings, None if updated is None else str(updated))
+
+
+def _indexed(
+    providers: Mapping[str, ProviderSpec], settings: RouterSettings, updated: str | None
+) -> Catalog:
+    chain_targets = []
+    for index, entry in enumerate(settings.chain):
+        provider, sep, model = entry.partition("/")
+        spec = providers.get(provider)
+        if not sep or spec is None or model not in spec.models:
+            raise ConfigError(f"router.chain[{index}]", f"{entry!r} is not a known provider/model")
+        chain_targets.append(Target(provider, spec.models[model]))
+
+    by_model: dict[str, list[Target]] = {}
+    for target in chain_targets:
+        by_model.setdefault(target.model.id, []).append(target)
+    for spec in providers.values():
+        for model_spec in spec.models.values():
+            target = Target(spec.id, model_spec)
+            serving = by_model.setdefault(model_spec.id, [])
+            if target not in serving:
+                serving.append(target)
+
+    return Catalog(
+        providers=MappingProxyType(providers),
+        settings=attrs.evolve(settings, chain=tuple(t.name for t in chain_targets)),
+        updated=updated,
+        chain_targets=tuple(chain_targets),
+        by_model=MappingProxyType({k: tuple(v) for k, v in by_model.items()}),
+    )
+
+
+def _apply_provider(
+    base: ProviderSpec | None, provider_id: str, table: Mapping[str, Any]
+) -> ProviderSpec:
+    path = f"providers.{provider_id}"
+    _check_table(table, path, _PROVIDER_KEYS)
+    if base is None:
+        for required in ("dialect", "base_url"):
+            if required not in table:
+                raise ConfigError(
+                    f"{path}.{required}",
+                    "required for a provider that is not in the catalog",
+                )
+        base = ProviderSpec(id=provider_id, name=provider_id, base_url="", dialect=Dialect.OPENAI)
+
+    changes: dict[str, Any] = {}
+    if "name" in table:
+        changes["name"] = _string(table, path, "name")
+    if "base_url" in table:
+        url = _string(table, path, "base_url")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{path}.base_url", f"must start with http:// or https://, got {url!r}"
+            )
+        changes["base_url"] = url.rstrip("/")
+    if "dialect" in table:
+        changes["dialect"] = _enum(Dialect, table, path, "dialect")
+    if "auth" in table:
+        changes["auth"] = _enum(AuthStyle, table, path, "auth")
+    if "daily_reset" in table:
+        changes["daily_reset"] = _daily_reset(table, path)
+    if "headers" in table:
+        headers = table["headers"]
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(v, str) for v in headers.values()
+        ):
+            raise ConfigError(f"{path}.headers", "must be a table of strings")
+        changes["headers"] = headers
+    if "models" in table:
+        entries = table["models"]
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}.models", "must be an array of tables ([[...models]])")
+        models = dict(base.models)
+        for index, entry in enumerate(entries):
+            spec = _model(entry, f"{path}.models[{index}]")
+            models.pop(spec.id, None)  # a replaced model moves to the end, as written
+            models[spec.id] = spec
+        changes["models"] = models
+    return attrs.evolve(base, **changes)
+
+
+def _model(entry: object, path: str) -> ModelSpec:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(path, "must be a table")
+    _check_table(entry, path, _MODEL_KEYS)
+    if "id" not in entry:
+        raise ConfigError(f"{path}.id", "required")
+    model_id = _string(entry, path, "id")
+    caps = Caps(**{name: _count(entry, path, name) for name in _MODEL_CAPS if name in entry})
+    return ModelSpec(
+        id=model_id,
+        caps=caps,
+        context=_count(entry, path, "context") if "context" in entry else None,
+        max_output=_count(entry, path, "max_output") if "max_output" in entry else None,
+        tools=_flag(entry, path, "tools"),
+        vision=_flag(entry, path, "vision"),
+        json=_flag(entry, path, "json"),
+        account=_flag(entry, path, "account"),
+    )
+
+
+def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSettings:
+    path = "router"
+    _check_table(table, path, _ROUTER_KEYS)
+    changes: dict[str, Any] = {}
+    if "chain" in table:
+        chain = table["chain"]
+        if not isinstance(chain, list) or not all(isinstance(e, str) for e in chain):
+            raise ConfigError(f"{path}.chain", 'must be an array of "provider/model" strings')
+        changes["chain"] = tuple(chain)
+    for name in ("max_attempts", "max_sessions", "default_completion_tokens"):
+        if name in table:
+            changes[name] = _count(table, path, name, minimum=1)
+    if "sticky_ttl_s" in table:
+        ttl = table["sticky_ttl_s"]
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+            raise ConfigError(f"{path}.sticky_ttl_s", f"must be a number >= 0, got {ttl!r}")
+        changes["sticky_ttl_s"] = float(ttl)
+    return attrs.evolve(base, **changes)
+
+
+# --- field checks -------------------------------------------------------------------------------
+
+
+def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = config.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, "must be a table")
+    return value
+
+
+def _check_table(table: Mapping[str, Any], path: str, known: frozenset[str]) -> None:
+    for key in table:
+        if key not in known:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _string(table: Mapping[str, Any], path: str, key: str) -> str:
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}.{key}", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _count(table: Mapping[str, Any], path: str, key: str, *, minimum: int = 0) -> int:
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{path}.{key}", f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _flag(table: Mapping[str, Any], path: str, key: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}.{key}", f"must be true or false, got {value!r}")
+    return value
+
+
+def _enum(kind: type[_E], table: Mapping[str, Any], path: str, key: str) -> _E:
+    value = table[key]
+    try:
+        return kind(value)
+    except ValueError:
+        choices = " | ".join(str(member.value) for member in kind)
+        raise ConfigError(f"{path}.{key}", f"must be one of {choices}, got {value!r}") from None
+
+
+def _daily_reset(table: Mapping[str, Any], path: str) -> str:
+    value = _string(table, path, "daily_reset")
+    if value == ROLLING:
+        return value
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}.daily_reset", f'must be "rolling" or an IANA time zone, got {value!r}'
+        ) from None
+    return value

@@ -1,0 +1,330 @@
+"""The router: which (provider, model, key) should serve a request, in what order.
+
+:func:`plan` reads one :class:`RouterState` snapshot and yields candidate :class:`Slot`\\ s lazily,
+best first. Every candidate passes every filter on that snapshot:
+
+- capability: tools when the request carries tools, vision when it carries images, JSON mode when
+  it asks for it, and a context window that holds the prompt estimate plus the completion budget;
+- key health (an ``invalid`` key is out) and cooldowns of the slot, its key and its model;
+- caps: a candidate whose reservation would break any cap is skipped, never tried.
+
+Order: ``auto`` walks the fallback chain; a model id walks the providers that serve it (chain
+order first); ``provider/model`` stays on that provider. A live sticky session's model comes
+first. Among the keys of one model, the key with the most headroom on its tightest cap goes first
+(ties by key id), so load spreads instead of draining the first key.
+
+The shell drives a plan: :func:`admit` re-checks a candidate against the *current* state and
+reserves it in the same step (the snapshot may be stale by then), :meth:`Plan.after` applies an
+outcome's failover rule (skip the provider, ask for a larger context), and when the plan runs dry
+:meth:`Plan.no_capacity` says when the first candidate frees up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Final
+
+import attrs
+
+from freellm.core import health as health_
+from freellm.core import ledger as ledger_
+from freellm.core import outcome as outcome_
+from freellm.core import sessions as sessions_
+from freellm.core.catalog import Catalog, Target
+from freellm.core.ledger import Refusal, Slot, Ticket
+
+__all__ = [
+    "AUTO",
+    "Admitted",
+    "NoCapacity",
+    "Plan",
+    "RouteRequest",
+    "RouterState",
+    "Topology",
+    "admit",
+    "bind_session",
+    "plan",
+    "record",
+]
+
+AUTO: Final = "auto"
+
+
+@attrs.frozen
+class RouteRequest:
+    """What the router needs to know of a chat request."""
+
+    model: str
+    prompt_tokens: int
+    max_tokens: int | None = None
+    tools: bool = False
+    vision: bool = False
+    json: bool = False
+    session: str | None = None
+
+
+def _key_table(keys: Mapping[str, Iterable[str]]) -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({provider: tuple(ids) for provider, ids in keys.items()})
+
+
+@attrs.frozen
+class Topology:
+    """The catalog and the enabled keys, with the slots of every model built once.
+
+    ``keys`` maps a provider id to its enabled key ids. ``slots`` is derived here and nowhere else.
+    """
+
+    catalog: Catalog
+    keys: Mapping[str, tuple[str, ...]] = attrs.field(converter=_key_table)
+    slots: Mapping[tuple[str, str], tuple[Slot, ...]] = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        slots: dict[tuple[str, str], tuple[Slot, ...]] = {}
+        for provider_id, provider in self.catalog.providers.items():
+            key_ids = sorted(self.keys.get(provider_id, ()))
+            for model in provider.models.values():
+                slots[provider_id, model.id] = tuple(
+                    Slot(provider_id, key, model, provider.daily_reset) for key in key_ids
+                )
+        object.__setattr__(self, "slots", MappingProxyType(slots))
+
+
+@attrs.frozen
+class RouterState:
+    """Everything the router reads: one value, replaced after every transition, never mutated."""
+
+    topology: Topology
+    ledger: ledger_.Ledger = attrs.field(factory=ledger_.Ledger)
+    health: health_.Health = attrs.field(factory=health_.Health)
+    sessions: sessions_.Sessions = attrs.field(factory=sessions_.Sessions)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.topology.catalog
+
+
+@attrs.frozen
+class NoCapacity:
+    """No candidate can take the request. ``retry_at``: the earliest a refused one frees up
+    (``None`` when none will by waiting: every candidate is invalid, too small, or there are none).
+    """
+
+    retry_at: float | None
+    unknown_model: bool = False
+    refusals: tuple[tuple[str, str], ...] = ()  # (provider/model[#key], reason), for diagnostics
+
+
+@attrs.frozen
+class Admitted:
+    state: RouterState
+    ticket: Ticket
+
+
+def completion_budget(state: RouterState, request: RouteRequest) -> int:
+    if request.max_tokens is not None:
+        return request.max_tokens
+    return state.catalog.settings.default_completion_tokens
+
+
+class Plan:
+    """Candidates for one request, computed lazily from one snapshot. Iterate it once."""
+
+    def __init__(self, state: RouterState, request: RouteRequest, now: float) -> None:
+        self._state = state
+        self._request = request
+        self._now = now
+        self._budget = completion_budget(state, request)
+        self._tokens = request.prompt_tokens + self._budget
+        self._max = state.catalog.settings.max_attempts
+        self._yielded = 0
+        self._skip_providers: set[str] = set()
+        self._skip_targets: set[tuple[str, str]] = set()
+        self._min_context = 0
+        self._refusals: list[tuple[str, str]] = []
+        self._retry_at: float | None = None
+        self.unknown_model = False
+        self._targets = self._ordered_targets()
+        self._iterator = self._candidates()
+
+    @property
+    def tokens(self) -> int:
+        """What a reservation for this request counts: prompt estimate plus completion budget."""
+        return self._tokens
+
+    def __iter__(self) -> Iterator[Slot]:
+        return self
+
+    def __next__(self) -> Slot:
+        if self._yielded >= self._max:
+            raise StopIteration
+        slot = next(self._iterator)
+        self._yielded += 1
+        return slot
+
+    def refused(self, slot: Slot, refusal: Refusal) -> None:
+        """Note that :func:`admit` refused ``slot`` (for :meth:`no_capacity`)."""
+        self._note(f"{slot.name}#{slot.key}", refusal)
+
+    def after(self, slot: Slot, result: outcome_.Outcome) -> None:
+        """Apply ``result``'s failover rule to the rest of this plan."""
+        failover = result.rule.failover
+        if failover is outcome_.Failover.NEXT_PROVIDER:
+            self._skip_providers.add(slot.provider)
+        elif failover is outcome_.Failover.LARGER_CONTEXT:
+            self._skip_targets.add((slot.provider, slot.model.id))
+            if slot.model.context is not None:
+                self._min_context = max(self._min_context, slot.model.context + 1)
+        elif result.kind is outcome_.Kind.UNKNOWN_MODEL:
+            self._skip_targets.add((slot.provider, slot.model.id))
+
+    def no_capacity(self) -> NoCapacity:
+        return NoCapacity(self._retry_at, self.unknown_model, tuple(self._refusals))
+
+    # -- internals --
+
+    def _ordered_targets(self) -> tuple[Target, ...]:
+        catalog = self._state.catalog
+        request = self._request
+        targets = catalog.chain_targets if request.model == AUTO else catalog.resolve(request.model)
+        if not targets:
+            self.unknown_model = request.model != AUTO
+            return ()
+        binding = sessions_.lookup(
+            self._state.sessions,
+            request.session,
+            now=self._now,
+            ttl=catalog.settings.sticky_ttl_s,
+        )
+        if binding is not None:
+            for index, target in enumerate(targets):
+                if target.provider == binding.provider and target.model.id == binding.model:
+                    return (target, *targets[:index], *targets[index + 1 :])
+        return targets
+
+    def _candidates(self) -> Iterator[Slot]:
+        state = self._state
+        now = self._now
+        tokens = self._tokens
+        ledger = state.ledger
+        health = state.health
+        slots = state.topology.slots
+        for target in self._targets:
+            provider = target.provider
+            model = target.model
+            if provider in self._skip_providers or (provider, model.id) in self._skip_targets:
+                continue
+            unfit = self._unfit(target)
+            if unfit is not None:
+                self._refusals.append((target.name, unfit))
+                continue
+            model_cooldown = ledger_.cooldown_of(ledger, (provider, None, model.id), now)
+            if model_cooldown is not None:
+                self._note(target.name, Refusal(model_cooldown.reason, model_cooldown.until))
+                continue
+            ranked: list[tuple[float, str, Slot]] = []
+            for slot in slots.get((provider, model.id), ()):
+                if not health_.is_routable(health, provider, slot.key):
+                    self._refusals.append((f"{target.name}#{slot.key}", "invalid key"))
+                    continue
+                verdict = ledger_.check(ledger, slot, tokens, now)
+                if isinstance(verdict, Refusal):
+                    self._note(f"{target.name}#{slot.key}", verdict)
+                else:
+                    ranked.append((-verdict, slot.key, slot))
+            ranked.sort(key=_rank)
+            for _, _, slot in ranked:
+                # Failures earlier in this request may have ruled out the rest of this target.
+                if provider in self._skip_providers or (provider, model.id) in self._skip_targets:
+                    break
+                yield slot
+
+    def _unfit(self, target: Target) -> str | None:
+        model = target.model
+        request = self._request
+        if request.tools and not model.tools:
+            return "no tool calling"
+        if request.vision and not model.vision:
+            return "no vision"
+        if request.json and not model.json:
+            return "no JSON mode"
+        if model.context is not None:
+            if model.context < self._min_context:
+                return "context smaller than one that was too small"
+            if request.prompt_tokens + self._budget > model.context:
+                return f"context window {model.context} too small"
+        elif self._min_context:
+            return "context window unknown"
+        max_tokens = request.max_tokens
+        if (
+            model.max_output is not None
+            and max_tokens is not None
+            and max_tokens > model.max_output
+        ):
+            return f"max_tokens above the model's {model.max_output}"
+        return None
+
+    def _note(self, name: str, refusal: Refusal) -> None:
+        self._refusals.append((name, refusal.reason))
+        if refusal.retry_at is not None and (
+            self._retry_at is None or refusal.retry_at < self._retry_at
+        ):
+            self._retry_at = refusal.retry_at
+
+
+def _rank(item: tuple[float, str, Slot]) -> tuple[float, str]:
+    return item[0], item[1]
+
+
+def plan(state: RouterState, request: RouteRequest, *, now: float) -> Plan:
+    """The candidates for ``request`` at ``now``, lazily, at most ``max_attempts`` of them."""
+    return Plan(state, request, now)
+
+
+def admit(state: RouterState, slot: Slot, tokens: int, *, now: float) -> Admitted | Refusal:
+    """Re-check ``slot`` against the current ``state`` and reserve ``tokens`` on it.
+
+    This is the authority: a plan's snapshot may be stale by the time its candidate is tried.
+    """
+    if not health_.is_routable(state.health, slot.provider, slot.key):
+        return Refusal("invalid key", None)
+    model_cooldown = ledger_.cooldown_of(state.ledger, (slot.provider, None, slot.model.id), now)
+    if model_cooldown is not None:
+        return Refusal(model_cooldown.reason, model_cooldown.until)
+    reserved = ledger_.reserve(state.ledger, slot, tokens, now=now)
+    if isinstance(reserved, Refusal):
+        return reserved
+    ledger, ticket = reserved
+    return Admitted(attrs.evolve(state, ledger=ledger), ticket)
+
+
+def record(
+    state: RouterState,
+    ticket: Ticket,
+    result: outcome_.Outcome,
+    *,
+    tokens: int | None,
+    now: float,
+) -> RouterState:
+    """``state`` after the call made under ``ticket`` ended with ``result``."""
+    ledger, health = outcome_.record(
+        state.ledger, state.health, ticket, result, tokens=tokens, now=now
+    )
+    return attrs.evolve(state, ledger=ledger, health=health)
+
+
+def bind_session(state: RouterState, session: str | None, slot: Slot, *, now: float) -> RouterState:
+    """``state`` with ``session`` kept on ``slot``'s model (after a turn it answered)."""
+    if session is None:
+        return state
+    settings = state.catalog.settings
+    sessions = sessions_.bind(
+        state.sessions,
+        session,
+        slot.provider,
+        slot.model.id,
+        now=now,
+        ttl=settings.sticky_ttl_s,
+        max_size=settings.max_sessions,
+    )
+    return attrs.evolve(state, sessions=sessions)
