@@ -163,18 +163,16 @@ def check(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | Refusa
     """Whether ``slot`` can take one request of ``tokens`` at ``now``.
 
     Returns the headroom left after it on the tightest cap, a fraction in ``[0, 1]`` (1 where no
-    cap is known), or a :class:`Refusal`. Cooldowns of the slot and of its key are checked here;
+    cap is known), or a :class:`Refusal` naming the first limit in the way, with the time at which
+    *every* limit in the way has freed up. Cooldowns of the slot and of its key are checked here;
     the ``(provider, model)`` cooldown is the router's, checked once for all keys.
     """
     cooldowns = ledger.cooldowns
     if cooldowns:
-        for scope in (
-            (slot.provider, slot.key, slot.model.id),
-            (slot.provider, slot.key, None),
-        ):
+        for scope in ((slot.provider, slot.key, slot.model.id), (slot.provider, slot.key, None)):
             cooldown = cooldowns.get(scope)
             if cooldown is not None and cooldown.until > now:
-                return Refusal(f"cooldown: {cooldown.reason}", cooldown.until)
+                return _explain(ledger, slot, tokens, now)
     usage = ledger.usage.get(slot.usage_key)
     caps = slot.model.caps
     if usage is None:
@@ -185,13 +183,13 @@ def check(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | Refusa
 
     cap = caps.concurrency
     if cap is not None:
-        if usage.inflight + 1 > cap:
-            return Refusal("concurrency", None)
+        if usage.inflight >= cap:
+            return _explain(ledger, slot, tokens, now)
         headroom = min(headroom, (cap - usage.inflight - 1) / cap)
 
-    for window, request_cap, token_cap, names in (
-        (usage.minute, caps.rpm, caps.tpm, ("rpm", "tpm")),
-        (usage.day, caps.rpd, caps.tpd, ("rpd", "tpd")),
+    for window, request_cap, token_cap in (
+        (usage.minute, caps.rpm, caps.tpm),
+        (usage.day, caps.rpd, caps.tpd),
     ):
         if request_cap is None and token_cap is None:
             continue
@@ -199,46 +197,71 @@ def check(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | Refusa
         if request_cap is not None:
             left = request_cap - used_requests - 1
             if left < 0:
-                return _refuse(names[0], window, now, request_cap - 1, None, request_cap)
-            headroom = min(headroom, left / request_cap if request_cap else 0.0)
+                return _explain(ledger, slot, tokens, now)
+            headroom = min(headroom, left / request_cap)
         if token_cap is not None:
             left = token_cap - used_tokens - tokens
             if left < 0:
-                return _refuse(names[1], window, now, None, token_cap - tokens, token_cap)
+                return _explain(ledger, slot, tokens, now)
             headroom = min(headroom, left / token_cap if token_cap else 0.0)
 
     for limit in usage.limits:
         if limit.until <= now:
             continue
-        cost = 1 if limit.dimension == "requests" else tokens
-        left = limit.remaining - cost
+        left = limit.remaining - (1 if limit.dimension == "requests" else tokens)
         if left < 0:
-            return Refusal(f"provider limit: {limit.dimension} per {limit.window}", limit.until)
+            return _explain(ledger, slot, tokens, now)
         if limit.limit:
             headroom = min(headroom, left / limit.limit)
     return headroom
 
 
-def _refuse(
-    name: str,
-    window: Window,
-    now: float,
-    requests_target: int | None,
-    tokens_target: int | None,
-    cap: int,
-) -> Refusal:
-    if (tokens_target is not None and tokens_target < 0) or (
-        requests_target is not None and requests_target < 0
+_NEVER: Final = float("inf")
+
+
+def _explain(ledger: Ledger, slot: Slot, tokens: int, now: float) -> Refusal:
+    """The refusal of a slot that :func:`check` found blocked: the slow path, off the hot one.
+
+    Walks every limit, not just the first in the way, so that ``retry_at`` is when all of them
+    have freed (``None`` if one never will by waiting, or its end is unknown).
+    """
+    blocked: list[tuple[str, float]] = []  # (reason, frees at; _NEVER when never or unknown)
+    for scope in ((slot.provider, slot.key, slot.model.id), (slot.provider, slot.key, None)):
+        cooldown = ledger.cooldowns.get(scope)
+        if cooldown is not None and cooldown.until > now:
+            blocked.append((f"cooldown: {cooldown.reason}", cooldown.until))
+    usage = ledger.usage.get(slot.usage_key) or Usage.fresh(slot.daily_reset)
+    caps = slot.model.caps
+    if caps.concurrency is not None and usage.inflight >= caps.concurrency:
+        blocked.append(("concurrency", _NEVER))
+    for window, request_cap, token_cap, names in (
+        (usage.minute, caps.rpm, caps.tpm, ("rpm", "tpm")),
+        (usage.day, caps.rpd, caps.tpd, ("rpd", "tpd")),
     ):
-        # The request alone is larger than the cap: it will never fit this slot.
-        return Refusal(f"{name}: request larger than the cap of {cap}", None)
-    big = 1 << 62
-    frees = window.frees_at(
-        now,
-        requests=big if requests_target is None else requests_target,
-        tokens=big if tokens_target is None else tokens_target,
-    )
-    return Refusal(name, frees)
+        used_requests, used_tokens = window.totals(now)
+        for name, cap, used, cost, requests_target, tokens_target in (
+            (names[0], request_cap, used_requests, 1, True, False),
+            (names[1], token_cap, used_tokens, tokens, False, True),
+        ):
+            if cap is None or used + cost <= cap:
+                continue
+            if cost > cap:
+                blocked.append((f"{name}: request larger than the cap of {cap}", _NEVER))
+                continue
+            frees = window.frees_at(
+                now,
+                requests=cap - cost if requests_target else 1 << 62,
+                tokens=cap - cost if tokens_target else 1 << 62,
+            )
+            blocked.append((name, _NEVER if frees is None else frees))
+    for limit in usage.limits:
+        cost = 1 if limit.dimension == "requests" else tokens
+        if limit.until > now and limit.remaining < cost:
+            blocked.append((f"provider limit: {limit.dimension} per {limit.window}", limit.until))
+    if not blocked:
+        raise AssertionError(f"{slot.name} was refused with nothing in the way")
+    latest = max(frees for _, frees in blocked)
+    return Refusal(blocked[0][0], None if latest == _NEVER else latest)
 
 
 # --- transitions --------------------------------------------------------------------------------
