@@ -219,17 +219,22 @@ class Plan:
                 self._refusals.append((target.name, unfit))
                 continue
             model_cooldown = ledger_.cooldown_of(ledger, (provider, None, model.id), now)
-            if model_cooldown is not None:
-                self._note(target.name, Refusal(model_cooldown.reason, model_cooldown.until))
-                continue
             ranked: list[tuple[float, str, Slot]] = []
             for slot in slots.get((provider, model.id), ()):
+                name = f"{target.name}#{slot.key}"
                 if not health_.is_routable(health, provider, slot.key):
-                    self._refusals.append((f"{target.name}#{slot.key}", "invalid key"))
+                    self._refusals.append((name, "invalid key"))
                     continue
                 verdict = ledger_.check(ledger, slot, tokens, now)
-                if isinstance(verdict, Refusal):
-                    self._note(f"{target.name}#{slot.key}", verdict)
+                if model_cooldown is not None:
+                    # The key may be blocked past the model's cooldown too: it frees at the later.
+                    until: float | None = model_cooldown.until
+                    if isinstance(verdict, Refusal):
+                        freed = verdict.retry_at
+                        until = None if freed is None else max(model_cooldown.until, freed)
+                    self._note(name, Refusal(f"cooldown: {model_cooldown.reason}", until))
+                elif isinstance(verdict, Refusal):
+                    self._note(name, verdict)
                 else:
                     ranked.append((-verdict, slot.key, slot))
             ranked.sort(key=_rank)
@@ -290,7 +295,7 @@ def admit(state: RouterState, slot: Slot, tokens: int, *, now: float) -> Admitte
         return Refusal("invalid key", None)
     model_cooldown = ledger_.cooldown_of(state.ledger, (slot.provider, None, slot.model.id), now)
     if model_cooldown is not None:
-        return Refusal(model_cooldown.reason, model_cooldown.until)
+        return Refusal(f"cooldown: {model_cooldown.reason}", model_cooldown.until)
     reserved = ledger_.reserve(state.ledger, slot, tokens, now=now)
     if isinstance(reserved, Refusal):
         return reserved
