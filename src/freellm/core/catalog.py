@@ -19,6 +19,8 @@ Rules of an override, as DESIGN.md fixes them:
 from __future__ import annotations
 
 import enum
+import math
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -213,6 +215,7 @@ _ROUTER_KEYS: Final = frozenset(
     {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
 )
 _TOP_KEYS: Final = frozenset({"providers", "router", "updated", "source"})
+_PROVIDER_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def load_config_text(text: str, *, origin: str = "config") -> Mapping[str, Any]:
@@ -232,6 +235,8 @@ def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
     providers = dict(catalog.providers)
     for provider_id, table in _table(config, "providers").items():
         path = f"providers.{provider_id}"
+        if not _PROVIDER_ID.fullmatch(provider_id):
+            raise ConfigError(path, "a provider id is lower-case letters, digits, '-' and '_'")
         if not isinstance(table, Mapping):
             raise ConfigError(path, "must be a table")
         providers[provider_id] = _apply_provider(providers.get(provider_id), provider_id, table)
@@ -245,11 +250,15 @@ def _indexed(
     providers: Mapping[str, ProviderSpec], settings: RouterSettings, updated: str | None
 ) -> Catalog:
     chain_targets = []
+    seen: set[str] = set()
     for index, entry in enumerate(settings.chain):
         provider, sep, model = entry.partition("/")
         spec = providers.get(provider)
         if not sep or spec is None or model not in spec.models:
             raise ConfigError(f"router.chain[{index}]", f"{entry!r} is not a known provider/model")
+        if entry in seen:
+            raise ConfigError(f"router.chain[{index}]", f"{entry!r} is listed twice")
+        seen.add(entry)
         chain_targets.append(Target(provider, spec.models[model]))
 
     by_model: dict[str, list[Target]] = {}
@@ -355,8 +364,8 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
             changes[name] = _count(table, path, name, minimum=1)
     if "sticky_ttl_s" in table:
         ttl = table["sticky_ttl_s"]
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
-            raise ConfigError(f"{path}.sticky_ttl_s", f"must be a number >= 0, got {ttl!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf:
+            raise ConfigError(f"{path}.sticky_ttl_s", f"must be a finite number >= 0, got {ttl!r}")
         changes["sticky_ttl_s"] = float(ttl)
     return attrs.evolve(base, **changes)
 

@@ -24,7 +24,18 @@ from typing import Any, Final
 import attrs
 import immutables
 
-__all__ = ["TRANSITIONS", "Event", "Health", "KeyHealth", "State", "apply", "is_routable"]
+__all__ = [
+    "TRANSITIONS",
+    "Event",
+    "Health",
+    "KeyHealth",
+    "State",
+    "apply",
+    "forget",
+    "from_data",
+    "is_routable",
+    "to_data",
+]
 
 
 class State(enum.Enum):
@@ -159,6 +170,9 @@ def apply(
     """
     current = health.of(provider, key)
     state = TRANSITIONS[current.state, event]
+    last_error = error if event in _FAILURES else None
+    if state is current.state and event not in _PROBES and last_error == current.last_error:
+        return health  # the common case: another success of a healthy key
     if event is Event.EDITED:
         updated = _UNKNOWN
     else:
@@ -166,7 +180,7 @@ def apply(
             state=state,
             since=current.since if state is current.state else now,
             checked_at=now if event in _PROBES else current.checked_at,
-            last_error=error if event in _FAILURES else None,
+            last_error=last_error,
         )
     if updated == current:
         return health
@@ -198,11 +212,13 @@ def from_data(data: Any) -> Health:
         return Health(
             immutables.Map(
                 {
-                    (entry["provider"], entry["key"]): KeyHealth(
+                    (_text(entry["provider"]), _text(entry["key"])): KeyHealth(
                         state=State(entry["state"]),
-                        since=entry["since"],
-                        checked_at=entry["checked_at"],
-                        last_error=entry["last_error"],
+                        since=_time(entry["since"]),
+                        checked_at=_time(entry["checked_at"]),
+                        last_error=None
+                        if entry["last_error"] is None
+                        else _text(entry["last_error"]),
                     )
                     for entry in data
                 }
@@ -210,3 +226,17 @@ def from_data(data: Any) -> Health:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a health table: {exc!r}") from None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
+
+
+def _time(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a time, got {value!r}")
+    return float(value)

@@ -55,8 +55,12 @@ __all__ = [
     "clear_strikes",
     "cool_down",
     "cooldown_of",
+    "explain",
     "from_data",
+    "headroom",
     "observe",
+    "prune",
+    "release_inflight",
     "reserve",
     "settle",
     "to_data",
@@ -78,16 +82,27 @@ UNKNOWN_RESET_S: Final = {"minute": 60.0, "day": 86_400.0, "unknown": 60.0}
 
 @attrs.frozen
 class Slot:
-    """A (provider, key, model) that can serve a request, with what its limits need to know."""
+    """A (provider, key, model) that can serve a request, with what its limits need to know.
+
+    The tuples the ledger and health tables are keyed by are built once here, not per request.
+    """
 
     provider: str
     key: str
     model: ModelSpec
     daily_reset: str = ROLLING
+    usage_key: UsageKey = attrs.field(init=False)
+    scope: Scope = attrs.field(init=False)  # this slot's cooldowns
+    key_scope: Scope = attrs.field(init=False)  # the whole key's cooldowns
+    model_scope: Scope = attrs.field(init=False)  # the provider's model, on every key
 
-    @property
-    def usage_key(self) -> UsageKey:
-        return (self.provider, self.key, ACCOUNT if self.model.account else self.model.id)
+    def __attrs_post_init__(self) -> None:
+        model = self.model.id
+        usage_model = ACCOUNT if self.model.account else model
+        object.__setattr__(self, "usage_key", (self.provider, self.key, usage_model))
+        object.__setattr__(self, "scope", (self.provider, self.key, model))
+        object.__setattr__(self, "key_scope", (self.provider, self.key, None))
+        object.__setattr__(self, "model_scope", (self.provider, None, model))
 
     @property
     def name(self) -> str:
@@ -167,14 +182,26 @@ def check(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | Refusa
     *every* limit in the way has freed up. Cooldowns of the slot and of its key are checked here;
     the ``(provider, model)`` cooldown is the router's, checked once for all keys.
     """
+    room = headroom(ledger, slot, tokens, now)
+    return explain(ledger, slot, tokens, now) if room is None else room
+
+
+def headroom(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | None:
+    """:func:`check` without the explanation: the headroom, or ``None`` when refused.
+
+    This runs for every key of every candidate model, so it is written for speed; explaining a
+    refusal (:func:`explain`) costs more and is only needed when nothing fits.
+    """
     cooldowns = ledger.cooldowns
     if cooldowns:
-        for scope in ((slot.provider, slot.key, slot.model.id), (slot.provider, slot.key, None)):
-            cooldown = cooldowns.get(scope)
-            if cooldown is not None and cooldown.until > now:
-                return _explain(ledger, slot, tokens, now)
-    usage = ledger.usage.get(slot.usage_key)
+        cooldown = cooldowns.get(slot.scope)
+        if cooldown is not None and cooldown.until > now:
+            return None
+        cooldown = cooldowns.get(slot.key_scope)
+        if cooldown is not None and cooldown.until > now:
+            return None
     caps = slot.model.caps
+    usage = ledger.usage.get(slot.usage_key)
     if usage is None:
         if caps.empty:
             return 1.0
@@ -184,49 +211,62 @@ def check(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | Refusa
     cap = caps.concurrency
     if cap is not None:
         if usage.inflight >= cap:
-            return _explain(ledger, slot, tokens, now)
-        headroom = min(headroom, (cap - usage.inflight - 1) / cap)
+            return None
+        headroom = (cap - usage.inflight - 1) / cap
 
-    for window, request_cap, token_cap in (
-        (usage.minute, caps.rpm, caps.tpm),
-        (usage.day, caps.rpd, caps.tpd),
-    ):
-        if request_cap is None and token_cap is None:
-            continue
-        used_requests, used_tokens = window.totals(now)
-        if request_cap is not None:
-            left = request_cap - used_requests - 1
+    # The four caps, written out: this is the innermost loop of routing.
+    rpm, tpm, rpd, tpd = caps.rpm, caps.tpm, caps.rpd, caps.tpd
+    if rpm is not None or tpm is not None:
+        used_requests, used_tokens = usage.minute.totals(now)
+        if rpm is not None:
+            left = rpm - used_requests - 1
             if left < 0:
-                return _explain(ledger, slot, tokens, now)
-            headroom = min(headroom, left / request_cap)
-        if token_cap is not None:
-            left = token_cap - used_tokens - tokens
+                return None
+            if left < headroom * rpm:
+                headroom = left / rpm
+        if tpm is not None:
+            left = tpm - used_tokens - tokens
             if left < 0:
-                return _explain(ledger, slot, tokens, now)
-            headroom = min(headroom, left / token_cap if token_cap else 0.0)
+                return None
+            if left < headroom * tpm:
+                headroom = left / tpm
+    if rpd is not None or tpd is not None:
+        used_requests, used_tokens = usage.day.totals(now)
+        if rpd is not None:
+            left = rpd - used_requests - 1
+            if left < 0:
+                return None
+            if left < headroom * rpd:
+                headroom = left / rpd
+        if tpd is not None:
+            left = tpd - used_tokens - tokens
+            if left < 0:
+                return None
+            if left < headroom * tpd:
+                headroom = left / tpd
 
     for limit in usage.limits:
         if limit.until <= now:
             continue
         left = limit.remaining - (1 if limit.dimension == "requests" else tokens)
         if left < 0:
-            return _explain(ledger, slot, tokens, now)
-        if limit.limit:
-            headroom = min(headroom, left / limit.limit)
+            return None
+        if limit.limit and left < headroom * limit.limit:
+            headroom = left / limit.limit
     return headroom
 
 
 _NEVER: Final = float("inf")
 
 
-def _explain(ledger: Ledger, slot: Slot, tokens: int, now: float) -> Refusal:
-    """The refusal of a slot that :func:`check` found blocked: the slow path, off the hot one.
+def explain(ledger: Ledger, slot: Slot, tokens: int, now: float) -> Refusal:
+    """The refusal of a slot that :func:`headroom` found blocked: the slow path, off the hot one.
 
     Walks every limit, not just the first in the way, so that ``retry_at`` is when all of them
     have freed (``None`` if one never will by waiting, or its end is unknown).
     """
     blocked: list[tuple[str, float]] = []  # (reason, frees at; _NEVER when never or unknown)
-    for scope in ((slot.provider, slot.key, slot.model.id), (slot.provider, slot.key, None)):
+    for scope in (slot.scope, slot.key_scope):
         cooldown = ledger.cooldowns.get(scope)
         if cooldown is not None and cooldown.until > now:
             blocked.append((f"cooldown: {cooldown.reason}", cooldown.until))
@@ -277,25 +317,28 @@ def reserve(
     """
     if tokens < 0:
         raise ValueError(f"a reservation cannot be negative: {tokens}")
-    verdict = check(ledger, slot, tokens, now)
-    if isinstance(verdict, Refusal):
-        return verdict
+    if headroom(ledger, slot, tokens, now) is None:
+        return explain(ledger, slot, tokens, now)
     key = slot.usage_key
     usage = ledger.usage.get(key) or Usage.fresh(slot.daily_reset)
     limits = usage.limits
     if limits:
         limits = tuple(
-            attrs.evolve(
-                limit, remaining=limit.remaining - (1 if limit.dimension == "requests" else tokens)
+            Limit(
+                limit.dimension,
+                limit.window,
+                limit.remaining - (1 if limit.dimension == "requests" else tokens),
+                limit.limit,
+                limit.until,
             )
             for limit in limits
             if limit.until > now
         )
     usage = Usage(
-        minute=usage.minute.add(now, 1, tokens),
-        day=usage.day.add(now, 1, tokens),
-        inflight=usage.inflight + 1,
-        limits=limits,
+        usage.minute.add(now, 1, tokens),
+        usage.day.add(now, 1, tokens),
+        usage.inflight + 1,
+        limits,
     )
     return Ledger(ledger.usage.set(key, usage), ledger.cooldowns), Ticket(slot, tokens, now)
 
@@ -314,15 +357,11 @@ def settle(ledger: Ledger, ticket: Ticket, *, tokens: int) -> Ledger:
     if usage is None:
         return ledger  # reserved before a restart that dropped it: nothing left to correct
     delta = tokens - ticket.tokens
+    minute, day = usage.minute, usage.day
     if delta:
-        usage = attrs.evolve(
-            usage,
-            minute=usage.minute.adjust(ticket.at, 0, delta),
-            day=usage.day.adjust(ticket.at, 0, delta),
-            inflight=max(0, usage.inflight - 1),
-        )
-    else:
-        usage = attrs.evolve(usage, inflight=max(0, usage.inflight - 1))
+        minute = minute.adjust(ticket.at, 0, delta)
+        day = day.adjust(ticket.at, 0, delta)
+    usage = Usage(minute, day, max(0, usage.inflight - 1), usage.limits)
     return Ledger(ledger.usage.set(key, usage), ledger.cooldowns)
 
 
@@ -356,34 +395,42 @@ def observe(ledger: Ledger, slot: Slot, ceilings: Iterable[Ceiling], *, now: flo
 
 
 def cool_down(ledger: Ledger, scope: Scope, *, until: float, reason: str) -> Ledger:
-    """Take ``scope`` out of routing until ``until`` (an earlier end never shortens a later one)."""
+    """Take ``scope`` out of routing until ``until`` (an earlier end never shortens a later one).
+
+    A cooldown for a reason of its own replaces a backoff: its strikes start again.
+    """
     current = ledger.cooldowns.get(scope)
-    strikes = 0 if current is None else current.strikes
     if current is not None and current.until >= until:
         return ledger
-    return attrs.evolve(
-        ledger, cooldowns=ledger.cooldowns.set(scope, Cooldown(until, reason, strikes))
-    )
+    return Ledger(ledger.usage, ledger.cooldowns.set(scope, Cooldown(until, reason)))
 
 
-def backoff(ledger: Ledger, scope: Scope, *, now: float, reason: str) -> Ledger:
-    """An exponential cooldown: 1 s, 2 s, 4 s, ... up to 60 s, one more strike each time."""
+def backoff(
+    ledger: Ledger, scope: Scope, *, now: float, reason: str, at_least: float = 0.0
+) -> Ledger:
+    """An exponential cooldown: 1 s, 2 s, 4 s, ... up to 60 s, one more strike each time.
+
+    ``at_least`` (the provider's Retry-After, say) lengthens a delay, never shortens it.
+    """
     current = ledger.cooldowns.get(scope)
     strikes = 1 if current is None else current.strikes + 1
     delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(strikes - 1, 16))
-    until = now + delay
+    until = now + max(delay, at_least)
     if current is not None and current.until > until:
         until = current.until
-    return attrs.evolve(
-        ledger, cooldowns=ledger.cooldowns.set(scope, Cooldown(until, reason, strikes))
-    )
+    return Ledger(ledger.usage, ledger.cooldowns.set(scope, Cooldown(until, reason, strikes)))
 
 
 def clear_strikes(ledger: Ledger, scope: Scope) -> Ledger:
-    """Forget the backoff of ``scope`` after a success (its cooldown, if any, has passed)."""
-    if scope not in ledger.cooldowns:
+    """Forget the backoff of ``scope`` after a success.
+
+    Only a backoff (an entry with strikes) goes: a rate-limit cooldown that a concurrent call
+    started stays until it ends.
+    """
+    current = ledger.cooldowns.get(scope)
+    if current is None or not current.strikes:
         return ledger
-    return attrs.evolve(ledger, cooldowns=ledger.cooldowns.delete(scope))
+    return Ledger(ledger.usage, ledger.cooldowns.delete(scope))
 
 
 def release_inflight(ledger: Ledger) -> Ledger:

@@ -17,13 +17,15 @@ unknown_model       next               request only   provider's model, 24 h    
 context_too_long    larger context     request only   -                           -
 bad_request         back to client     request only   -                           -
 upstream_error      next provider      request only   slot, exponential backoff   call_error
+broken_response     next provider      estimate       slot, exponential backoff   call_error
 timeout             next provider      estimate       slot, exponential backoff   call_error
-connection_error    next provider      estimate       slot, exponential backoff   call_error
+connection_error    next provider      request only   slot, exponential backoff   call_error
 ==================  =================  =============  ==========================  ==================
 
 "Charge" is what the ledger keeps of the reservation: the usage the response reported; the
-request alone (the provider refused it before generating: an upstream 429 still counts against
-RPM); or the whole estimate (a timed-out or cut call may have generated tokens we never saw).
+request alone (the provider refused it before generating, or it never got there: an upstream 429
+still counts against RPM); or the whole estimate (a timed-out call or a response cut mid-way may
+have generated tokens we never saw). A 5xx's Retry-After lengthens its backoff, never shortens it.
 Rate-limit cooldowns of an account-wide model apply to the whole key, since its caps are the key's.
 """
 
@@ -43,7 +45,6 @@ from freellm.core import ledger as ledger_
 from freellm.core.catalog import ROLLING
 from freellm.core.signals import (
     Ceiling,
-    parse_cohere_error,
     parse_gemini_error,
     parse_ratelimit_headers,
     parse_retry_after,
@@ -76,6 +77,7 @@ class Kind(enum.Enum):
     CONTEXT_TOO_LONG = "context_too_long"
     BAD_REQUEST = "bad_request"
     UPSTREAM_ERROR = "upstream_error"
+    BROKEN_RESPONSE = "broken_response"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
 
@@ -84,7 +86,7 @@ class TransportError(enum.Enum):
     """What went wrong below HTTP; the shell maps httpx's exceptions to these in one place."""
 
     TIMEOUT = "timeout"
-    CONNECT = "connect"
+    CONNECT = "connect"  # never reached the provider
     PROTOCOL = "protocol"  # a broken or malformed response, a stream cut mid-way
 
 
@@ -138,9 +140,11 @@ RULES: Final[Mapping[Kind, Rule]] = MappingProxyType({
     Kind.BAD_REQUEST:      Rule(Failover.CLIENT, Charge.REQUEST_ONLY, CooldownRule.NONE, None),
     Kind.UPSTREAM_ERROR:   Rule(Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
+    Kind.BROKEN_RESPONSE:  Rule(Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF,
+                                _E.CALL_ERROR),
     Kind.TIMEOUT:          Rule(Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
-    Kind.CONNECTION_ERROR: Rule(Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF,
+    Kind.CONNECTION_ERROR: Rule(Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
 })
 # fmt: on
@@ -199,7 +203,7 @@ def classify(
     if error is TransportError.CONNECT:
         return Outcome(Kind.CONNECTION_ERROR, status, "could not connect to the provider")
     if error is TransportError.PROTOCOL or status is None:
-        return Outcome(Kind.UPSTREAM_ERROR, status, "the provider's response was broken")
+        return Outcome(Kind.BROKEN_RESPONSE, status, "the provider's response was broken")
 
     ceilings = parse_ratelimit_headers(headers, now=now)
     if 200 <= status < 300:
@@ -237,7 +241,7 @@ def _classify_429(
     zhipu = parse_zhipu_code(body)
     if zhipu == _ZHIPU_OVERLOADED:
         return Outcome(Kind.UPSTREAM_ERROR, 429, message, retry_after, ceilings)
-    signal = parse_gemini_error(body) or parse_cohere_error(429, body)
+    signal = parse_gemini_error(body)
     if signal is not None:
         per_day = signal.per_day
         if per_day:
@@ -245,6 +249,8 @@ def _classify_429(
         elif signal.retry_after is not None:
             retry_after = signal.retry_after
     else:
+        # Groq ("... on requests per day (RPD)"), Cohere ("... 1000 API calls / month") and
+        # the rest say it in words.
         per_day = zhipu != _ZHIPU_RATE_LIMIT and bool(_PER_DAY_PATTERNS.search(message))
     kind = Kind.QUOTA_EXHAUSTED if per_day else Kind.RATE_LIMITED
     return Outcome(kind, 429, message, retry_after, ceilings)
@@ -255,7 +261,7 @@ def _error_message(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text.strip()[:_MESSAGE_LIMIT]
     candidates: list[object] = []
     if isinstance(data, list) and data:
@@ -272,8 +278,11 @@ def _error_message(body: bytes | str) -> str:
 
 
 _SECRET_LIKE: Final = re.compile(
-    r"\b(?:sk|gsk|csk|nvapi|hf|ghp|github_pat|AIza)[-_A-Za-z0-9]{12,}"
-    r"|\b(?=[A-Za-z0-9_-]{32,}\b)(?=[A-Za-z_-]*[0-9])(?=[0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b"
+    # Known key prefixes (OpenAI-style, Groq, Cerebras, NVIDIA, Hugging Face, GitHub, Google) ...
+    r"\b(?:sk-|gsk_|csk-|nvapi-|hf_|ghp_|github_pat_|AIza)[-_A-Za-z0-9]{12,}"
+    # ... and any unbroken run of 32+ letters and digits mixing both (Cohere, Mistral keys).
+    # Model ids are broken up by "-", "/" or ".", so they survive.
+    r"|\b(?=[A-Za-z]*[0-9])(?=[0-9]*[A-Za-z])[A-Za-z0-9]{32,}\b"
 )
 
 
@@ -334,10 +343,8 @@ def _cool_down(
     outcome: Outcome,
     now: float,
 ) -> ledger_.Ledger:
-    slot_scope: ledger_.Scope = (slot.provider, slot.key, slot.model.id)
-    limit_scope: ledger_.Scope = (
-        (slot.provider, slot.key, None) if slot.model.account else slot_scope
-    )
+    slot_scope = slot.scope
+    limit_scope = slot.key_scope if slot.model.account else slot_scope
     reason = outcome.kind.value
     if cooldown is CooldownRule.NONE:
         return ledger
@@ -351,14 +358,12 @@ def _cool_down(
             ledger, limit_scope, until=daily_reset_at(slot, outcome, now), reason=reason
         )
     if cooldown is CooldownRule.KEY_DAY:
-        return ledger_.cool_down(
-            ledger, (slot.provider, slot.key, None), until=now + DAY_S, reason=reason
-        )
+        return ledger_.cool_down(ledger, slot.key_scope, until=now + DAY_S, reason=reason)
     if cooldown is CooldownRule.MODEL_DAY:
-        return ledger_.cool_down(
-            ledger, (slot.provider, None, slot.model.id), until=now + DAY_S, reason=reason
-        )
-    return ledger_.backoff(ledger, slot_scope, now=now, reason=reason)
+        return ledger_.cool_down(ledger, slot.model_scope, until=now + DAY_S, reason=reason)
+    return ledger_.backoff(
+        ledger, slot_scope, now=now, reason=reason, at_least=outcome.retry_after or 0.0
+    )
 
 
 def daily_reset_at(slot: ledger_.Slot, outcome: Outcome, now: float) -> float:

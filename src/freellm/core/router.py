@@ -141,8 +141,8 @@ class Plan:
         self._skip_providers: set[str] = set()
         self._skip_targets: set[tuple[str, str]] = set()
         self._min_context = 0
-        self._refusals: list[tuple[str, str]] = []
-        self._retry_at: float | None = None
+        # What was set aside, explained only if nothing fits (explaining costs more than checking).
+        self._set_aside: list[tuple[str, Slot | None, Refusal | None]] = []
         self.unknown_model = False
         self._targets = self._ordered_targets()
         self._iterator = self._candidates()
@@ -164,7 +164,7 @@ class Plan:
 
     def refused(self, slot: Slot, refusal: Refusal) -> None:
         """Note that :func:`admit` refused ``slot`` (for :meth:`no_capacity`)."""
-        self._note(f"{slot.name}#{slot.key}", refusal)
+        self._set_aside.append((f"{slot.name}#{slot.key}", None, refusal))
 
     def after(self, slot: Slot, result: outcome_.Outcome) -> None:
         """Apply ``result``'s failover rule to the rest of this plan."""
@@ -179,7 +179,17 @@ class Plan:
             self._skip_targets.add((slot.provider, slot.model.id))
 
     def no_capacity(self) -> NoCapacity:
-        return NoCapacity(self._retry_at, self.unknown_model, tuple(self._refusals))
+        """Why nothing fits, and the earliest time a candidate that was set aside frees up."""
+        reasons = []
+        retry_at: float | None = None
+        for name, slot, refusal in self._set_aside:
+            if refusal is None:
+                assert slot is not None
+                refusal = self._explain(slot)
+            reasons.append((name, refusal.reason))
+            if refusal.retry_at is not None and (retry_at is None or refusal.retry_at < retry_at):
+                retry_at = refusal.retry_at
+        return NoCapacity(retry_at, self.unknown_model, tuple(reasons))
 
     # -- internals --
 
@@ -216,27 +226,24 @@ class Plan:
                 continue
             unfit = self._unfit(target)
             if unfit is not None:
-                self._refusals.append((target.name, unfit))
+                self._set_aside.append((target.name, None, Refusal(unfit, None)))
                 continue
-            model_cooldown = ledger_.cooldown_of(ledger, (provider, None, model.id), now)
+            if ledger.cooldowns and ledger_.cooldown_of(ledger, target_scope(target), now):
+                for slot in slots.get((provider, model.id), ()):
+                    self._set_aside.append((f"{target.name}#{slot.key}", slot, None))
+                continue
             ranked: list[tuple[float, str, Slot]] = []
             for slot in slots.get((provider, model.id), ()):
-                name = f"{target.name}#{slot.key}"
-                if not health_.is_routable(health, provider, slot.key):
-                    self._refusals.append((name, "invalid key"))
+                if health.keys and not health_.is_routable(health, provider, slot.key):
+                    self._set_aside.append(
+                        (f"{target.name}#{slot.key}", None, Refusal("invalid key", None))
+                    )
                     continue
-                verdict = ledger_.check(ledger, slot, tokens, now)
-                if model_cooldown is not None:
-                    # The key may be blocked past the model's cooldown too: it frees at the later.
-                    until: float | None = model_cooldown.until
-                    if isinstance(verdict, Refusal):
-                        freed = verdict.retry_at
-                        until = None if freed is None else max(model_cooldown.until, freed)
-                    self._note(name, Refusal(f"cooldown: {model_cooldown.reason}", until))
-                elif isinstance(verdict, Refusal):
-                    self._note(name, verdict)
+                room = ledger_.headroom(ledger, slot, tokens, now)
+                if room is None:
+                    self._set_aside.append((f"{target.name}#{slot.key}", slot, None))
                 else:
-                    ranked.append((-verdict, slot.key, slot))
+                    ranked.append((-room, slot.key, slot))
             ranked.sort(key=_rank)
             for _, _, slot in ranked:
                 # Failures earlier in this request may have ruled out the rest of this target.
@@ -269,12 +276,22 @@ class Plan:
             return f"max_tokens above the model's {model.max_output}"
         return None
 
-    def _note(self, name: str, refusal: Refusal) -> None:
-        self._refusals.append((name, refusal.reason))
-        if refusal.retry_at is not None and (
-            self._retry_at is None or refusal.retry_at < self._retry_at
-        ):
-            self._retry_at = refusal.retry_at
+    def _explain(self, slot: Slot) -> Refusal:
+        """Why ``slot`` was set aside on this plan's snapshot, and when it frees up."""
+        ledger, now = self._state.ledger, self._now
+        model_cooldown = ledger_.cooldown_of(ledger, slot.model_scope, now)
+        if model_cooldown is None:
+            return ledger_.explain(ledger, slot, self._tokens, now)
+        # Under its model's cooldown, a key that is blocked itself frees at the later of the two.
+        until: float | None = model_cooldown.until
+        if ledger_.headroom(ledger, slot, self._tokens, now) is None:
+            freed = ledger_.explain(ledger, slot, self._tokens, now).retry_at
+            until = None if freed is None else max(model_cooldown.until, freed)
+        return Refusal(f"cooldown: {model_cooldown.reason}", until)
+
+
+def target_scope(target: Target) -> ledger_.Scope:
+    return (target.provider, None, target.model.id)
 
 
 def _rank(item: tuple[float, str, Slot]) -> tuple[float, str]:
@@ -293,14 +310,14 @@ def admit(state: RouterState, slot: Slot, tokens: int, *, now: float) -> Admitte
     """
     if not health_.is_routable(state.health, slot.provider, slot.key):
         return Refusal("invalid key", None)
-    model_cooldown = ledger_.cooldown_of(state.ledger, (slot.provider, None, slot.model.id), now)
+    model_cooldown = ledger_.cooldown_of(state.ledger, slot.model_scope, now)
     if model_cooldown is not None:
         return Refusal(f"cooldown: {model_cooldown.reason}", model_cooldown.until)
     reserved = ledger_.reserve(state.ledger, slot, tokens, now=now)
     if isinstance(reserved, Refusal):
         return reserved
     ledger, ticket = reserved
-    return Admitted(attrs.evolve(state, ledger=ledger), ticket)
+    return Admitted(RouterState(state.topology, ledger, state.health, state.sessions), ticket)
 
 
 def record(
@@ -315,7 +332,7 @@ def record(
     ledger, health = outcome_.record(
         state.ledger, state.health, ticket, result, tokens=tokens, now=now
     )
-    return attrs.evolve(state, ledger=ledger, health=health)
+    return RouterState(state.topology, ledger, health, state.sessions)
 
 
 def bind_session(state: RouterState, session: str | None, slot: Slot, *, now: float) -> RouterState:

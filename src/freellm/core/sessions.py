@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import immutables
 
-__all__ = ["Binding", "Sessions", "bind", "lookup", "session_key"]
+__all__ = ["Binding", "Sessions", "bind", "from_data", "lookup", "session_key", "to_data"]
 
 
 @attrs.frozen
@@ -43,7 +43,7 @@ def session_key(
         return f"h:{header}"
     if isinstance(user, str) and user:
         return f"u:{user}"
-    if not messages:
+    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes) or not messages:
         return None
     system: object = None
     first_user: object = None
@@ -89,9 +89,11 @@ def bind(
     """
     if key is None or max_size <= 0:
         return sessions
-    bindings = sessions.bindings.set(key, Binding(provider, model, now))
+    binding = Binding(provider, model, now)
+    bindings = sessions.bindings.set(key, binding)
     if len(bindings) > max_size:
-        bindings = _trim(bindings, now=now, ttl=ttl, keep=max(1, max_size // 2))
+        kept = _trim(bindings.delete(key), now=now, ttl=ttl, keep=max(0, max_size // 2 - 1))
+        bindings = kept.set(key, binding)  # the binding just made always stays
     return Sessions(bindings)
 
 
@@ -112,13 +114,17 @@ def to_data(sessions: Sessions) -> list[dict[str, Any]]:
 def from_data(data: Any) -> Sessions:
     """Raises ``ValueError`` when ``data`` is not :func:`to_data`'s output."""
     try:
-        return Sessions(
-            immutables.Map(
-                {
-                    entry["key"]: Binding(entry["provider"], entry["model"], entry["last_seen"])
-                    for entry in data
-                }
-            )
-        )
+        bindings = {}
+        for entry in data:
+            key, provider, model = entry["key"], entry["provider"], entry["model"]
+            last_seen = entry["last_seen"]
+            if not all(isinstance(v, str) for v in (key, provider, model)) or isinstance(
+                last_seen, bool
+            ):
+                raise TypeError(f"not a binding: {entry!r}")
+            if not isinstance(last_seen, int | float):
+                raise TypeError(f"not a time: {last_seen!r}")
+            bindings[key] = Binding(provider, model, float(last_seen))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a session table: {exc!r}") from None
+    return Sessions(immutables.Map(bindings))

@@ -108,30 +108,32 @@ class Rolling:
         """Correct what was counted at ``at`` by ``requests``/``tokens`` (either sign).
 
         Usage that has left the window is not corrected: it no longer counts. A correction never
-        takes a bucket below zero.
+        takes a bucket below zero. If ``at``'s bucket is missing but younger than the oldest (a
+        wall clock that stepped back counted it in a later bucket), an increase goes to the newest
+        bucket, the safe side, and a decrease is dropped.
         """
-        start = math.floor(at / self.grain) * self.grain
         buckets = self.buckets
-        for index in range(len(buckets) - 1, -1, -1):
-            bucket_start, bucket_requests, bucket_tokens = buckets[index]
-            if bucket_start > start:
-                continue
-            if bucket_start < start:
-                break
-            new_requests = max(0, bucket_requests + requests)
-            new_tokens = max(0, bucket_tokens + tokens)
-            replaced = (*buckets[:index], (start, new_requests, new_tokens), *buckets[index + 1 :])
-            return Rolling(
-                self.span,
-                self.grain,
-                replaced,
-                self.requests - bucket_requests + new_requests,
-                self.tokens - bucket_tokens + new_tokens,
-            )
-        if buckets and start > buckets[-1][0]:
-            # Counted at a time the clock has since stepped back past: it sits in the last bucket.
-            return self.adjust(buckets[-1][0], requests, tokens)
-        return self
+        if not buckets:
+            return self
+        start = math.floor(at / self.grain) * self.grain
+        # Newest first: a settlement usually corrects the bucket its reservation just went into.
+        index = len(buckets) - 1
+        while index >= 0 and buckets[index][0] > start:
+            index -= 1
+        if index < 0 or buckets[index][0] != start:
+            if index < 0 or requests < 0 or tokens < 0:
+                return self
+            index = len(buckets) - 1
+        bucket_start, bucket_requests, bucket_tokens = buckets[index]
+        new_requests = max(0, bucket_requests + requests)
+        new_tokens = max(0, bucket_tokens + tokens)
+        return Rolling(
+            self.span,
+            self.grain,
+            (*buckets[:index], (bucket_start, new_requests, new_tokens), *buckets[index + 1 :]),
+            self.requests - bucket_requests + new_requests,
+            self.tokens - bucket_tokens + new_tokens,
+        )
 
     def _unexpired(self, now: float) -> tuple[Bucket, ...]:
         buckets = self.buckets
