@@ -65,7 +65,7 @@ def route_once(
 ) -> router.RouterState:
     plan = router.plan(state, request, now=now)
     for slot in plan:
-        admitted = router.admit(state, slot, plan.tokens, now=now)
+        admitted = plan.admit(state, slot, now=now)
         if isinstance(admitted, Refusal):
             plan.refused(slot, admitted)
             continue

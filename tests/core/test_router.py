@@ -432,3 +432,18 @@ def test_keys_and_slots_come_from_one_place() -> None:
     assert [s.key for s in topology.slots["gamma", "small"]] == ["a", "b"]
     assert topology.slots["alpha", "big"] == ()
     assert all(s.daily_reset == "America/Los_Angeles" for s in topology.slots["beta", "big"])
+
+
+@given(states(), requests)
+def test_admitting_through_the_plan_equals_a_checked_admission(
+    state: RouterState, request: RouteRequest
+) -> None:
+    routed = plan(state, request, now=NOW)
+    for slot in routed:
+        through_plan = routed.admit(state, slot, now=NOW)
+        checked = admit(state, slot, routed.tokens, now=NOW)
+        assert through_plan == checked
+        assert isinstance(through_plan, Admitted)
+        state = through_plan.state  # a new state: the next admission is checked again
+        again = routed.admit(state, slot, now=NOW)
+        assert again == admit(state, slot, routed.tokens, now=NOW)

@@ -138,7 +138,18 @@ class KeyHealth:
 
 @attrs.frozen
 class Health:
+    """The health of every key that has any, and the index of the invalid ones.
+
+    ``invalid`` is derived from ``keys`` when a ``Health`` is made (health changes are rare) and
+    is what routing asks on every candidate: usually empty, so asking is free.
+    """
+
     keys: immutables.Map[KeyId, KeyHealth] = attrs.field(factory=immutables.Map)
+    invalid: frozenset[KeyId] = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        invalid = frozenset(k for k, entry in self.keys.items() if entry.state is State.INVALID)
+        object.__setattr__(self, "invalid", invalid)
 
     def of(self, provider: str, key: str) -> KeyHealth:
         return self.keys.get((provider, key)) or _UNKNOWN
@@ -188,15 +199,15 @@ def apply(
 
 
 def is_routable(health: Health, provider: str, key: str) -> bool:
-    entry = health.keys.get((provider, key))
-    return entry is None or entry.state is not State.INVALID
+    return not health.invalid or (provider, key) not in health.invalid
 
 
 def forget(health: Health, provider: str, key: str) -> Health:
     """``health`` without a removed key."""
-    if (provider, key) not in health.keys:
+    key_id = (provider, key)
+    if key_id not in health.keys:
         return health
-    return Health(health.keys.delete((provider, key)))
+    return Health(health.keys.delete(key_id))
 
 
 def to_data(health: Health) -> list[dict[str, Any]]:
@@ -209,23 +220,20 @@ def to_data(health: Health) -> list[dict[str, Any]]:
 def from_data(data: Any) -> Health:
     """Raises ``ValueError`` when ``data`` is not :func:`to_data`'s output."""
     try:
-        return Health(
-            immutables.Map(
-                {
-                    (_text(entry["provider"]), _text(entry["key"])): KeyHealth(
-                        state=State(entry["state"]),
-                        since=_time(entry["since"]),
-                        checked_at=_time(entry["checked_at"]),
-                        last_error=None
-                        if entry["last_error"] is None
-                        else _text(entry["last_error"]),
-                    )
-                    for entry in data
-                }
-            )
+        keys: immutables.Map[KeyId, KeyHealth] = immutables.Map(
+            {
+                (_text(entry["provider"]), _text(entry["key"])): KeyHealth(
+                    state=State(entry["state"]),
+                    since=_time(entry["since"]),
+                    checked_at=_time(entry["checked_at"]),
+                    last_error=None if entry["last_error"] is None else _text(entry["last_error"]),
+                )
+                for entry in data
+            }
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a health table: {exc!r}") from None
+    return Health(keys)
 
 
 def _text(value: object) -> str:

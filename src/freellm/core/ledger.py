@@ -55,6 +55,7 @@ __all__ = [
     "clear_strikes",
     "cool_down",
     "cooldown_of",
+    "count",
     "explain",
     "from_data",
     "headroom",
@@ -95,6 +96,7 @@ class Slot:
     scope: Scope = attrs.field(init=False)  # this slot's cooldowns
     key_scope: Scope = attrs.field(init=False)  # the whole key's cooldowns
     model_scope: Scope = attrs.field(init=False)  # the provider's model, on every key
+    key_id: tuple[str, str] = attrs.field(init=False)  # the key in the health table
 
     def __attrs_post_init__(self) -> None:
         model = self.model.id
@@ -103,6 +105,7 @@ class Slot:
         object.__setattr__(self, "scope", (self.provider, self.key, model))
         object.__setattr__(self, "key_scope", (self.provider, self.key, None))
         object.__setattr__(self, "model_scope", (self.provider, None, model))
+        object.__setattr__(self, "key_id", (self.provider, self.key))
 
     @property
     def name(self) -> str:
@@ -319,6 +322,12 @@ def reserve(
         raise ValueError(f"a reservation cannot be negative: {tokens}")
     if headroom(ledger, slot, tokens, now) is None:
         return explain(ledger, slot, tokens, now)
+    return count(ledger, slot, tokens, now=now)
+
+
+def count(ledger: Ledger, slot: Slot, tokens: int, *, now: float) -> tuple[Ledger, Ticket]:
+    """:func:`reserve` without the check, for a caller that has just made it on this very
+    ``ledger`` at this very ``now`` (the router's plan). Anyone else calls :func:`reserve`."""
     key = slot.usage_key
     usage = ledger.usage.get(key) or Usage.fresh(slot.daily_reset)
     limits = usage.limits

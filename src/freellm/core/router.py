@@ -128,7 +128,11 @@ def completion_budget(state: RouterState, request: RouteRequest) -> int:
 
 
 class Plan:
-    """Candidates for one request, computed lazily from one snapshot. Iterate it once."""
+    """Candidates for one request, computed lazily from one snapshot. Iterate it once.
+
+    The keys of one target are ranked together when the plan reaches that target; targets after
+    it are not looked at until the plan gets there.
+    """
 
     def __init__(self, state: RouterState, request: RouteRequest, now: float) -> None:
         self._state = state
@@ -145,7 +149,8 @@ class Plan:
         self._set_aside: list[tuple[str, Slot | None, Refusal | None]] = []
         self.unknown_model = False
         self._targets = self._ordered_targets()
-        self._iterator = self._candidates()
+        self._next_target = 0
+        self._pending: list[Slot] = []  # ranked keys of the current target, best last
 
     @property
     def tokens(self) -> int:
@@ -158,9 +163,27 @@ class Plan:
     def __next__(self) -> Slot:
         if self._yielded >= self._max:
             raise StopIteration
-        slot = next(self._iterator)
+        while not self._pending:
+            if self._next_target >= len(self._targets):
+                raise StopIteration
+            target = self._targets[self._next_target]
+            self._next_target += 1
+            self._pending = self._rank(target)
         self._yielded += 1
-        return slot
+        return self._pending.pop()
+
+    def admit(self, state: RouterState, slot: Slot, *, now: float) -> Admitted | Refusal:
+        """:func:`admit` ``slot`` for this request on the current ``state``.
+
+        When ``state`` and ``now`` are still the ones this plan was made from, the check the plan
+        just made stands, and the reservation is counted without making it again.
+        """
+        if state is self._state and now == self._now:
+            ledger, ticket = ledger_.count(state.ledger, slot, self._tokens, now=now)
+            return Admitted(
+                RouterState(state.topology, ledger, state.health, state.sessions), ticket
+            )
+        return admit(state, slot, self._tokens, now=now)
 
     def refused(self, slot: Slot, refusal: Refusal) -> None:
         """Note that :func:`admit` refused ``slot`` (for :meth:`no_capacity`)."""
@@ -177,6 +200,9 @@ class Plan:
                 self._min_context = max(self._min_context, slot.model.context + 1)
         elif result.kind is outcome_.Kind.UNKNOWN_MODEL:
             self._skip_targets.add((slot.provider, slot.model.id))
+        else:
+            return
+        self._pending = []  # the rest of this target's keys are ruled out with it
 
     def no_capacity(self) -> NoCapacity:
         """Why nothing fits, and the earliest time a candidate that was set aside frees up."""
@@ -212,44 +238,38 @@ class Plan:
                     return (target, *targets[:index], *targets[index + 1 :])
         return targets
 
-    def _candidates(self) -> Iterator[Slot]:
+    def _rank(self, target: Target) -> list[Slot]:
+        """The keys of ``target`` that pass every filter, best last (for ``pop``)."""
+        provider = target.provider
+        model = target.model
+        if provider in self._skip_providers or (provider, model.id) in self._skip_targets:
+            return []
+        set_aside = self._set_aside
+        unfit = self._unfit(target)
+        if unfit is not None:
+            set_aside.append((target.name, None, Refusal(unfit, None)))
+            return []
         state = self._state
-        now = self._now
-        tokens = self._tokens
         ledger = state.ledger
-        health = state.health
-        slots = state.topology.slots
-        for target in self._targets:
-            provider = target.provider
-            model = target.model
-            if provider in self._skip_providers or (provider, model.id) in self._skip_targets:
+        slots = state.topology.slots.get((provider, model.id), ())
+        if ledger.cooldowns and ledger_.cooldown_of(ledger, target_scope(target), self._now):
+            set_aside.extend((f"{target.name}#{slot.key}", slot, None) for slot in slots)
+            return []
+        invalid = state.health.invalid
+        now, tokens = self._now, self._tokens
+        ranked: list[tuple[float, str, Slot]] = []
+        for slot in slots:
+            if invalid and slot.key_id in invalid:
+                set_aside.append((f"{target.name}#{slot.key}", None, Refusal("invalid key", None)))
                 continue
-            unfit = self._unfit(target)
-            if unfit is not None:
-                self._set_aside.append((target.name, None, Refusal(unfit, None)))
-                continue
-            if ledger.cooldowns and ledger_.cooldown_of(ledger, target_scope(target), now):
-                for slot in slots.get((provider, model.id), ()):
-                    self._set_aside.append((f"{target.name}#{slot.key}", slot, None))
-                continue
-            ranked: list[tuple[float, str, Slot]] = []
-            for slot in slots.get((provider, model.id), ()):
-                if health.keys and not health_.is_routable(health, provider, slot.key):
-                    self._set_aside.append(
-                        (f"{target.name}#{slot.key}", None, Refusal("invalid key", None))
-                    )
-                    continue
-                room = ledger_.headroom(ledger, slot, tokens, now)
-                if room is None:
-                    self._set_aside.append((f"{target.name}#{slot.key}", slot, None))
-                else:
-                    ranked.append((-room, slot.key, slot))
-            ranked.sort(key=_rank)
-            for _, _, slot in ranked:
-                # Failures earlier in this request may have ruled out the rest of this target.
-                if provider in self._skip_providers or (provider, model.id) in self._skip_targets:
-                    break
-                yield slot
+            room = ledger_.headroom(ledger, slot, tokens, now)
+            if room is None:
+                set_aside.append((f"{target.name}#{slot.key}", slot, None))
+            else:
+                # Most headroom first, ties by key id; keys of one target are unique.
+                ranked.append((room, slot.key, slot))
+        ranked.sort(key=_best_first, reverse=True)  # best last
+        return [slot for _, _, slot in ranked]
 
     def _unfit(self, target: Target) -> str | None:
         model = target.model
@@ -294,8 +314,8 @@ def target_scope(target: Target) -> ledger_.Scope:
     return (target.provider, None, target.model.id)
 
 
-def _rank(item: tuple[float, str, Slot]) -> tuple[float, str]:
-    return item[0], item[1]
+def _best_first(item: tuple[float, str, Slot]) -> tuple[float, str]:
+    return -item[0], item[1]
 
 
 def plan(state: RouterState, request: RouteRequest, *, now: float) -> Plan:

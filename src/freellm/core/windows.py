@@ -89,20 +89,21 @@ class Rolling:
         A ``now`` earlier than the newest bucket (a wall clock stepped back) counts in the newest
         bucket: later than the truth, so it leaves the window later, the safe direction.
         """
-        kept = self._unexpired(now)
-        start = math.floor(now / self.grain) * self.grain
+        buckets = self.buckets
         total_requests = self.requests + requests
         total_tokens = self.tokens + tokens
-        if kept is not self.buckets:
-            total_requests, total_tokens = _sums(kept)
+        if buckets and buckets[0][0] <= now - self.span - self.grain:
+            buckets = self._unexpired(now)
+            total_requests, total_tokens = _sums(buckets)
             total_requests += requests
             total_tokens += tokens
-        if kept and kept[-1][0] >= start:
-            last_start, last_requests, last_tokens = kept[-1]
-            kept = (*kept[:-1], (last_start, last_requests + requests, last_tokens + tokens))
+        start = math.floor(now / self.grain) * self.grain
+        if buckets and buckets[-1][0] >= start:
+            last_start, last_requests, last_tokens = buckets[-1]
+            buckets = (*buckets[:-1], (last_start, last_requests + requests, last_tokens + tokens))
         else:
-            kept = (*kept, (start, requests, tokens))
-        return Rolling(self.span, self.grain, kept, total_requests, total_tokens)
+            buckets = (*buckets, (start, requests, tokens))
+        return Rolling(self.span, self.grain, buckets, total_requests, total_tokens)
 
     def adjust(self, at: float, requests: int, tokens: int) -> Rolling:
         """Correct what was counted at ``at`` by ``requests``/``tokens`` (either sign).
