@@ -248,27 +248,28 @@ def _relative_reset(text: str | None, *, now: float, parse: _Parser) -> float | 
 def _groq_or_mistral(headers: Mapping[str, str], *, now: float) -> list[Ceiling]:
     is_groq = "x-ratelimit-reset-requests" in headers or "x-ratelimit-reset-tokens" in headers
     windows = _GROQ_WINDOWS if is_groq else _MISTRAL_WINDOWS
-    found: list[Ceiling] = []
-    for dimension, window in windows:
-        suffix = f"-{dimension}"
-        reset_at = _relative_reset(
-            headers.get(f"x-ratelimit-reset{suffix}"), now=now, parse=parse_duration
-        )
-        ceiling = _ceiling(
-            headers, dimension=dimension, window=window, suffix=suffix, reset_at=reset_at
-        )
-        if ceiling is not None:
-            found.append(ceiling)
-    return found
+    rows = [(dimension, window, f"-{dimension}") for dimension, window in windows]
+    return _read_rows(headers, rows, now=now, parse=parse_duration)
 
 
 def _cerebras(headers: Mapping[str, str], *, now: float) -> list[Ceiling]:
+    rows = [
+        (dimension, window, f"-{dimension}-{window}") for dimension, window in _CEREBRAS_WINDOWS
+    ]
+    return _read_rows(headers, rows, now=now, parse=_parse_nonnegative)
+
+
+def _read_rows(
+    headers: Mapping[str, str],
+    rows: list[tuple[Dimension, WindowName, str]],
+    *,
+    now: float,
+    parse: _Parser,
+) -> list[Ceiling]:
+    """Ceilings from ``x-ratelimit-{limit,remaining,reset}<suffix>`` for each row."""
     found: list[Ceiling] = []
-    for dimension, window in _CEREBRAS_WINDOWS:
-        suffix = f"-{dimension}-{window}"
-        reset_at = _relative_reset(
-            headers.get(f"x-ratelimit-reset{suffix}"), now=now, parse=_parse_nonnegative
-        )
+    for dimension, window, suffix in rows:
+        reset_at = _relative_reset(headers.get(f"x-ratelimit-reset{suffix}"), now=now, parse=parse)
         ceiling = _ceiling(
             headers, dimension=dimension, window=window, suffix=suffix, reset_at=reset_at
         )
