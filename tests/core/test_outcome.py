@@ -68,12 +68,13 @@ def cooldowns(ledger: Ledger) -> dict[Scope, tuple[float, int]]:
 # 408/5xx/timeout/connection error: short exponential cooldown on (provider, model, key), and the
 #   provider is skipped for the rest of the request.
 # 400/413 "context length": try a model with a larger context.  Other 400: back to the client.
-# Charges (outcome.py's docstring): a success charges what it reported; a refused request, or one
-# that never reached the provider, counts as a request without tokens; a timed-out call or a
-# response cut mid-way keeps its whole estimate.
+# Charges (outcome.py's docstring): a success, a timeout, a broken stream and a cancelled call
+# charge what they are known to have used (reported usage, or what was streamed), else the whole
+# estimate; a refused request, or one that never reached the provider, counts as a request
+# without tokens.
 
 POLICY: dict[Kind, Rule] = {
-    Kind.SUCCESS: Rule(Failover.DONE, Charge.ACTUAL, CooldownRule.CLEAR, Event.CALL_OK),
+    Kind.SUCCESS: Rule(Failover.DONE, Charge.USAGE, CooldownRule.CLEAR, Event.CALL_OK),
     Kind.RATE_LIMITED: Rule(
         Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.RETRY_AFTER, Event.CALL_RATE_LIMITED
     ),
@@ -95,14 +96,16 @@ POLICY: dict[Kind, Rule] = {
         Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF, Event.CALL_ERROR
     ),
     Kind.BROKEN_RESPONSE: Rule(
-        Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF, Event.CALL_ERROR
+        Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF, Event.CALL_ERROR
     ),
     Kind.TIMEOUT: Rule(
-        Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF, Event.CALL_ERROR
+        Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF, Event.CALL_ERROR
     ),
     Kind.CONNECTION_ERROR: Rule(
         Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF, Event.CALL_ERROR
     ),
+    # A client that goes away ends the request; the key did nothing wrong.
+    Kind.CANCELLED: Rule(Failover.DONE, Charge.USAGE, CooldownRule.NONE, None),
 }
 
 
@@ -135,9 +138,10 @@ OUTCOMES: dict[Kind, Outcome] = {
     Kind.BROKEN_RESPONSE: Outcome(Kind.BROKEN_RESPONSE, 200, "stream cut"),
     Kind.TIMEOUT: Outcome(Kind.TIMEOUT, None, "timed out"),
     Kind.CONNECTION_ERROR: Outcome(Kind.CONNECTION_ERROR, None, "refused"),
+    Kind.CANCELLED: Outcome(Kind.CANCELLED, None, "client went away"),
 }
 
-CHARGED = {Charge.ACTUAL: REPORTED, Charge.REQUEST_ONLY: 0, Charge.ESTIMATE: ESTIMATE}
+CHARGED = {Charge.USAGE: REPORTED, Charge.REQUEST_ONLY: 0}
 
 
 @pytest.mark.parametrize("kind", list(Kind), ids=lambda k: k.value)
@@ -711,3 +715,11 @@ def test_a_5xx_retry_after_lengthens_the_backoff_but_never_shortens_it() -> None
     soon = Outcome(Kind.UPSTREAM_ERROR, 503, retry_after=0.5)
     ledger, _ = record(ledger, health, ticket, soon, tokens=None, now=NOW + 20)
     assert cooldowns(ledger) == {(PROVIDER, KEY, MODEL): (NOW + 22, 2)}
+
+
+@pytest.mark.parametrize("kind", [Kind.TIMEOUT, Kind.BROKEN_RESPONSE, Kind.CANCELLED])
+def test_a_failure_with_nothing_seen_keeps_the_whole_estimate(kind: Kind) -> None:
+    slot = make_slot()
+    ledger, ticket = reserved(slot)
+    ledger, _ = record(ledger, health_.Health(), ticket, OUTCOMES[kind], tokens=None, now=NOW)
+    assert ledger.usage[slot.usage_key].minute.totals(NOW) == (1, ESTIMATE)

@@ -8,7 +8,7 @@ starts, and what it tells key health. :func:`record` applies a row to the ledger
 ==================  =================  =============  ==========================  ==================
 kind                failover           charge         cooldown                    health
 ==================  =================  =============  ==========================  ==================
-success             done               actual         clear backoff               call_ok
+success             done               usage          clear backoff               call_ok
 rate_limited        next               request only   Retry-After, else 60 s      call_rate_limited
 quota_exhausted     next               request only   until the daily reset       call_rate_limited
 invalid_key         next               request only   (key leaves routing)        call_invalid
@@ -17,16 +17,19 @@ unknown_model       next               request only   provider's model, 24 h    
 context_too_long    larger context     request only   -                           -
 bad_request         back to client     request only   -                           -
 upstream_error      next provider      request only   slot, exponential backoff   call_error
-broken_response     next provider      estimate       slot, exponential backoff   call_error
-timeout             next provider      estimate       slot, exponential backoff   call_error
+broken_response     next provider      usage          slot, exponential backoff   call_error
+timeout             next provider      usage          slot, exponential backoff   call_error
 connection_error    next provider      request only   slot, exponential backoff   call_error
+cancelled           done               usage          -                           -
 ==================  =================  =============  ==========================  ==================
 
-"Charge" is what the ledger keeps of the reservation: the usage the response reported; the
-request alone (the provider refused it before generating, or it never got there: an upstream 429
-still counts against RPM); or the whole estimate (a timed-out call or a response cut mid-way may
-have generated tokens we never saw). A 5xx's Retry-After lengthens its backoff, never shortens it.
-Rate-limit cooldowns of an account-wide model apply to the whole key, since its caps are the key's.
+"Charge" is what the ledger keeps of the reservation. *usage*: what the call is known to have
+used, the usage the provider reported or, for a stream that broke, what was streamed; with neither
+(a call that timed out or was cancelled before any answer), the whole estimate, since the provider
+may have generated tokens we never saw. *request only*: the provider refused the request before
+generating, or it never got there; the request stays counted (an upstream 429 still counts against
+RPM) but no tokens. A 5xx's Retry-After lengthens its backoff, never shortens it. Rate-limit
+cooldowns of an account-wide model apply to the whole key, since its caps are the key's.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Kind(enum.Enum):
     BROKEN_RESPONSE = "broken_response"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
+    CANCELLED = "cancelled"  # the client went away; the call was cancelled
 
 
 class TransportError(enum.Enum):
@@ -99,9 +103,8 @@ class Failover(enum.Enum):
 
 
 class Charge(enum.Enum):
-    ACTUAL = "actual"
+    USAGE = "usage"
     REQUEST_ONLY = "request_only"
-    ESTIMATE = "estimate"
 
 
 class CooldownRule(enum.Enum):
@@ -125,7 +128,7 @@ class Rule:
 _E = health_.Event
 # fmt: off
 RULES: Final[Mapping[Kind, Rule]] = MappingProxyType({
-    Kind.SUCCESS:          Rule(Failover.DONE, Charge.ACTUAL, CooldownRule.CLEAR, _E.CALL_OK),
+    Kind.SUCCESS:          Rule(Failover.DONE, Charge.USAGE, CooldownRule.CLEAR, _E.CALL_OK),
     Kind.RATE_LIMITED:     Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.RETRY_AFTER,
                                 _E.CALL_RATE_LIMITED),
     Kind.QUOTA_EXHAUSTED:  Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.DAILY_RESET,
@@ -140,12 +143,13 @@ RULES: Final[Mapping[Kind, Rule]] = MappingProxyType({
     Kind.BAD_REQUEST:      Rule(Failover.CLIENT, Charge.REQUEST_ONLY, CooldownRule.NONE, None),
     Kind.UPSTREAM_ERROR:   Rule(Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
-    Kind.BROKEN_RESPONSE:  Rule(Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF,
+    Kind.BROKEN_RESPONSE:  Rule(Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
-    Kind.TIMEOUT:          Rule(Failover.NEXT_PROVIDER, Charge.ESTIMATE, CooldownRule.BACKOFF,
+    Kind.TIMEOUT:          Rule(Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
     Kind.CONNECTION_ERROR: Rule(Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF,
                                 _E.CALL_ERROR),
+    Kind.CANCELLED:        Rule(Failover.DONE, Charge.USAGE, CooldownRule.NONE, None),
 })
 # fmt: on
 
@@ -309,17 +313,14 @@ def record(
 ) -> tuple[ledger_.Ledger, health_.Health]:
     """Apply ``outcome``'s row of :data:`RULES` for the call made under ``ticket``.
 
-    ``tokens`` is the usage the response reported (``None`` when it reported none: the estimate
-    is kept).
+    ``tokens`` is what the call is known to have used: the usage the response reported, or what a
+    broken stream had streamed; ``None`` when nothing is known, and the estimate is kept.
     """
     rule = RULES[outcome.kind]
     slot = ticket.slot
-    if rule.charge is Charge.ACTUAL:
+    charged = 0
+    if rule.charge is Charge.USAGE:
         charged = ticket.tokens if tokens is None else tokens
-    elif rule.charge is Charge.REQUEST_ONLY:
-        charged = 0
-    else:
-        charged = ticket.tokens
     ledger = ledger_.settle(ledger, ticket, tokens=charged)
     if outcome.ceilings:
         ledger = ledger_.observe(ledger, slot, outcome.ceilings, now=now)
