@@ -1,0 +1,160 @@
+"""Injectable faults: what a fake does wrong, to which requests.
+
+A :class:`FaultPlan` holds two things, consulted in this order for every request:
+
+1. a queue of one-shot faults (``plan.next(3, FaultKind.STATUS, status=503)`` queues three), each
+   taken by the first request whose path it matches;
+2. standing rules (``plan.always(FaultKind.LATENCY, seconds=2, probability=0.5)``), tried in the
+   order they were added; a rule with a probability below 1 draws from the plan's seeded
+   ``random.Random``, so a run is repeatable for a given seed.
+
+A request gets at most one fault. ``path`` (relative to the flavor's base URL, default
+``/chat/completions``) limits a fault to one endpoint; None matches every path.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+import attrs
+
+CHAT_PATH = "/chat/completions"
+_NOT_NEGATIVE = attrs.validators.ge(0.0)
+_NOT_NEGATIVE_INT = attrs.validators.ge(0)
+
+
+class FaultKind(enum.StrEnum):
+    """What goes wrong. Every kind first waits ``Fault.seconds`` (0 by default).
+
+    - LATENCY: then answers normally (``gap`` also spaces stream chunks).
+    - STATUS: answers ``status`` with an OpenAI-style error JSON.
+    - RESET: drops the connection without a response (the client sees
+      ``httpx.RemoteProtocolError: Server disconnected without sending a response``).
+    - HANG: never answers; waits until the client goes away (counted in ``cancelled``).
+    - MALFORMED: 200 with a body that is not JSON (for a stream: a ``data:`` event that is not
+      JSON, then ``[DONE]``).
+    - CUT: a stream sends its first ``chunks`` ``data:`` events, then the connection drops with
+      no ``[DONE]``; a JSON answer sends half its body, then drops.
+    - MIDSTREAM_ERROR: a stream sends ``chunks`` events, then a ``data:`` event with an
+      ``error`` object and ``finish_reason: "error"`` (OpenRouter's shape), and ends without
+      ``[DONE]``; a JSON answer is a 200 carrying the same ``error`` in its body.
+    - INVALID_KEY: 401 whatever key was sent.
+    - RATE_LIMIT: the flavor's own 429, as if a per-minute request cap were hit, retry after
+      ``retry_after`` seconds.
+
+    LATENCY, CUT and MIDSTREAM_ERROR requests are admitted (counted against caps, when they
+    fit); the others are refused before admission and count against nothing.
+    """
+
+    LATENCY = "latency"
+    STATUS = "status"
+    RESET = "reset"
+    HANG = "hang"
+    MALFORMED = "malformed"
+    CUT = "cut"
+    MIDSTREAM_ERROR = "midstream_error"
+    INVALID_KEY = "invalid_key"
+    RATE_LIMIT = "rate_limit"
+
+
+@attrs.frozen
+class Fault:
+    """One fault and its parameters; the ones its kind does not use are ignored.
+
+    Raises ``ValueError`` for negative times or counts, or a status outside 100-599.
+    """
+
+    kind: FaultKind
+    seconds: float = attrs.field(default=0.0, validator=_NOT_NEGATIVE)
+    gap: float = attrs.field(default=0.0, validator=_NOT_NEGATIVE)
+    status: int = attrs.field(
+        default=500, validator=[attrs.validators.ge(100), attrs.validators.le(599)]
+    )
+    chunks: int = attrs.field(default=1, validator=_NOT_NEGATIVE_INT)
+    retry_after: float = attrs.field(default=1.0, validator=_NOT_NEGATIVE)
+    path: str | None = CHAT_PATH
+
+    def matches(self, path: str) -> bool:
+        return self.path is None or self.path == path
+
+
+@attrs.define
+class FaultPlan:
+    """The mutable plan of faults of one fake provider (see the module docstring)."""
+
+    seed: int = 0
+    _queue: list[Fault] = attrs.field(factory=list, init=False)
+    _rules: list[tuple[Fault, float]] = attrs.field(factory=list, init=False)
+    _random: random.Random = attrs.field(init=False)
+
+    @_random.default
+    def _seeded(self) -> random.Random:
+        return random.Random(self.seed)
+
+    def next(
+        self,
+        n: int,
+        kind: FaultKind,
+        *,
+        seconds: float = 0.0,
+        gap: float = 0.0,
+        status: int = 500,
+        chunks: int = 1,
+        retry_after: float = 1.0,
+        path: str | None = CHAT_PATH,
+    ) -> Fault:
+        """Queue `kind` for the next `n` requests on `path`; returns the fault queued.
+
+        Raises ``ValueError`` when `n` < 1 or a parameter is invalid (see :class:`Fault`).
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, not {n}")
+        fault = Fault(kind, seconds, gap, status, chunks, retry_after, path)
+        self._queue.extend([fault] * n)
+        return fault
+
+    def always(
+        self,
+        kind: FaultKind,
+        *,
+        probability: float = 1.0,
+        seconds: float = 0.0,
+        gap: float = 0.0,
+        status: int = 500,
+        chunks: int = 1,
+        retry_after: float = 1.0,
+        path: str | None = CHAT_PATH,
+    ) -> Fault:
+        """Apply `kind` to every later request on `path` (each with `probability`) until cleared.
+
+        Raises ``ValueError`` for a probability outside [0, 1] or an invalid parameter.
+        """
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be within [0, 1], not {probability}")
+        fault = Fault(kind, seconds, gap, status, chunks, retry_after, path)
+        self._rules.append((fault, probability))
+        return fault
+
+    def clear(self) -> None:
+        """Forget every queued fault and every rule (the random stream carries on)."""
+        self._queue.clear()
+        self._rules.clear()
+
+    @property
+    def pending(self) -> int:
+        """How many one-shot faults are still queued."""
+        return len(self._queue)
+
+    def draw(self, path: str) -> Fault | None:
+        """The fault for the request on `path` now arriving, consuming a queued one if any."""
+        for index, fault in enumerate(self._queue):
+            if fault.matches(path):
+                del self._queue[index]
+                return fault
+        for fault, probability in self._rules:
+            if not fault.matches(path):
+                continue
+            if probability >= 1.0 or self._random.random() < probability:
+                return fault
+        return None
