@@ -1,24 +1,40 @@
 """The command line and composition root: nothing imports this module.
 
-Only ``serve`` exists so far, and it cannot serve yet: the trio shell and the OpenAI-compatible
-endpoint come with their own issue. Until then ``serve`` loads and checks the catalog and the
-config file, says what it would route, and exits non-zero with a message saying exactly that.
+``serve`` opens the runtime (store, keys, state, background work), builds the web app and runs
+hypercorn under the same nursery. The other commands work on the store directly, so they also
+work while a server runs: the server picks up key changes within seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
+
+import trio
 
 from freellm import __version__
+from freellm.core import health as health_
 from freellm.core.catalog import Catalog, ConfigError
 from freellm.shell.config import load_catalog
+from freellm.shell.probes import probe_key
+from freellm.shell.runtime import open_runtime, read_unified_key, with_user_chain
+from freellm.shell.secrets import SecretsError, Vault, load_master_key, new_unified_key
+from freellm.shell.store import open_store
+from freellm.shell.upstream import open_upstreams
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3001
-NOT_YET = 3  # exit status of a command that is not built yet
+
+
+class Failed(Exception):
+    """A command could not do what was asked; the message says why, for the user."""
 
 
 def default_data_dir() -> Path:
@@ -48,48 +64,202 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"freellm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", parents=[common], help="run the API and dashboard")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the API")
     serve.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
+
+    token = commands.add_parser("token", parents=[common], help="print the unified key")
+    token.add_argument("--regenerate", action="store_true", help="replace it with a new one")
+
+    keys = commands.add_parser("keys", help="manage provider keys").add_subparsers(
+        dest="action", required=True
+    )
+    add = keys.add_parser("add", parents=[common], help="add a provider key")
+    add.add_argument("provider")
+    add.add_argument("secret", help="the key; use - to read it from standard input")
+    add.add_argument("--label", default="")
+    keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    remove = keys.add_parser("remove", parents=[common], help="remove a key")
+    remove.add_argument("id")
+    check = keys.add_parser("check", parents=[common], help="check keys with their provider")
+    check.add_argument("id", nargs="?")
+
+    chain = commands.add_parser("chain", help="the fallback chain").add_subparsers(
+        dest="action", required=True
+    )
+    chain.add_parser("show", parents=[common], help="print the chain `auto` follows")
+    chain_set = chain.add_parser("set", parents=[common], help="replace the chain")
+    chain_set.add_argument("entries", nargs="+", metavar="PROVIDER/MODEL")
     return parser
 
 
-def serve(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir or default_data_dir()
-    path = config_path(data_dir, args.config)
-    try:
-        catalog = load_catalog(path)
-    except ConfigError as exc:
-        print(f"freellm: bad config: {exc}", file=sys.stderr)
-        return 2
-    print(describe(catalog, path))
-    print(
-        f"freellm: not yet serving on http://{args.host}:{args.port}/v1: the routing core is "
-        "built, the server that uses it comes with the next issue (the trio shell and the "
-        "OpenAI-compatible endpoint).",
-        file=sys.stderr,
-    )
-    return NOT_YET
-
-
-def describe(catalog: Catalog, path: Path | None) -> str:
-    models = sum(len(p.models) for p in catalog.providers.values())
-    lines = [
-        f"catalog of {catalog.updated or 'unknown date'}: {len(catalog.providers)} providers, "
-        f"{models} models; config: {path or 'none'}",
-        "fallback chain (auto):",
-    ]
-    lines += [
-        f"  {index:2}. {target.name}" for index, target in enumerate(catalog.chain_targets, 1)
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other
+    args.data_dir = args.data_dir or default_data_dir()
+    args.config_file = config_path(args.data_dir, args.config)
+    command = COMMANDS[(args.command, getattr(args, "action", None))]
+    try:
+        return trio.run(command, args)
+    except (ConfigError, SecretsError, Failed) as exc:
+        print(f"freellm: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from freellm.web.server import serve_runtime  # the web layer is only needed to serve
+
+    runtime_cm = open_runtime(args.data_dir, args.config_file, env=os.environ)
+    async with runtime_cm as runtime, trio.open_nursery() as nursery:
+        url = await nursery.start(
+            partial(serve_runtime, runtime, args.host, args.port, shutdown_trigger=_signal)
+        )
+        print(f"freellm {__version__} serving {url}/v1", flush=True)
+        if runtime.created_unified_key:
+            print(
+                "your unified API key (shown once; `freellm token` prints it again): "
+                f"{runtime.unified_key}",
+                flush=True,
+            )
+        if not any(runtime.dispatcher.state.topology.keys.values()):
+            print("no provider keys yet: add one with `freellm keys add PROVIDER KEY`")
+    return 0
+
+
+async def _signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+# --- store commands ---------------------------------------------------------------------------
+
+
+async def _with_store(
+    args: argparse.Namespace, work: Callable[[Any, Vault, Catalog], Awaitable[int]]
+) -> int:
+    catalog = load_catalog(args.config_file)
+    vault = Vault(load_master_key(args.data_dir, os.environ.get("ENCRYPTION_KEY")))
+    async with open_store(args.data_dir / "freellm.db") as store:
+        return await work(store, vault, catalog)
+
+
+async def token(args: argparse.Namespace) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        if args.regenerate:
+            key = new_unified_key()
+            await store.set_setting("unified_key", vault.seal("unified", "freellm", key).hex())
+        else:
+            key, _ = await read_unified_key(store, vault)
+        print(key)
+        return 0
+
+    return await _with_store(args, work)
+
+
+async def keys_add(args: argparse.Namespace) -> int:
+    secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret.strip()
+    if not secret:
+        raise Failed("the key is empty")
+
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        if args.provider not in catalog.providers:
+            known = ", ".join(sorted(catalog.providers))
+            raise Failed(f"unknown provider {args.provider!r} (known: {known})")
+        record = await store.add_key(
+            args.provider, args.label, lambda key_id: vault.seal(key_id, args.provider, secret)
+        )
+        print(f"added {record.id} ({args.provider}{', ' + args.label if args.label else ''})")
+        return 0
+
+    return await _with_store(args, work)
+
+
+async def keys_list(args: argparse.Namespace) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        records = await store.list_keys()
+        if not records:
+            print("no keys yet: freellm keys add PROVIDER KEY")
+        for r in records:
+            state = "enabled" if r.enabled else "disabled"
+            note = f" ({r.last_error})" if r.last_error else ""
+            health = r.health or "unknown"
+            print(f"{r.id}  {r.provider:12} {r.label or '-':16} {state:8} {health}{note}")
+        return 0
+
+    return await _with_store(args, work)
+
+
+async def keys_remove(args: argparse.Namespace) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        if not await store.remove_key(args.id):
+            raise Failed(f"no key {args.id!r}")
+        print(f"removed {args.id}")
+        return 0
+
+    return await _with_store(args, work)
+
+
+async def keys_check(args: argparse.Namespace) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        records = [r for r in await store.list_keys() if args.id in (None, r.id)]
+        if args.id is not None and not records:
+            raise Failed(f"no key {args.id!r}")
+        failed = 0
+        async with open_upstreams(catalog) as upstreams:
+            for r in records:
+                provider = catalog.providers.get(r.provider)
+                if provider is None:
+                    continue
+                event, note = await probe_key(
+                    upstreams, provider, vault.unseal(r.id, r.provider, r.sealed)
+                )
+                state = health_.TRANSITIONS[health_.State.UNKNOWN, event]
+                await store.record_key_health(r.id, state.value, time.time(), note)
+                failed += state is not health_.State.HEALTHY
+                print(f"{r.id}  {r.provider:12} {state.value}{f' ({note})' if note else ''}")
+        return 1 if failed else 0
+
+    return await _with_store(args, work)
+
+
+async def chain_show(args: argparse.Namespace) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        catalog = await with_user_chain(catalog, store)
+        for index, target in enumerate(catalog.chain_targets, 1):
+            print(f"{index:2}. {target.name}")
+        return 0
+
+    return await _with_store(args, work)
+
+
+async def chain_set(args: argparse.Namespace) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        from freellm.core.catalog import apply_config
+
+        apply_config(catalog, {"router": {"chain": list(args.entries)}})  # raises if unknown
+        await store.set_chain(list(args.entries))
+        print(f"chain set: {len(args.entries)} entries (a running server picks it up on restart)")
+        return 0
+
+    return await _with_store(args, work)
+
+
+COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Awaitable[int]]] = {
+    ("serve", None): serve,
+    ("token", None): token,
+    ("keys", "add"): keys_add,
+    ("keys", "list"): keys_list,
+    ("keys", "remove"): keys_remove,
+    ("keys", "check"): keys_check,
+    ("chain", "show"): chain_show,
+    ("chain", "set"): chain_set,
+}
 
 
 if __name__ == "__main__":

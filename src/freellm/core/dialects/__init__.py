@@ -1,0 +1,1 @@
+"""Translations between OpenAI's chat format and each provider dialect: pure functions only."""

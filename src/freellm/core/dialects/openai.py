@@ -1,0 +1,161 @@
+"""The OpenAI dialect: what changes on the way to an OpenAI-compatible provider and back.
+
+Almost nothing: the body goes upstream as the client sent it, with the provider's model id, and
+with ``stream_options.include_usage`` turned on where the provider accepts it (so a stream can be
+settled with real usage). Responses are normalised where providers differ from OpenAI: an array
+``content`` becomes a string, a ``null`` content without tool calls becomes ``""``. Streams pass
+through event by event; :class:`StreamFold` watches them for usage and mid-stream errors and drops
+the usage chunk when the client did not ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from freellm.core.sse import Event
+
+__all__ = ["StreamFold", "Usage", "normalize_response", "prepare_body", "usage_of"]
+
+
+@attrs.frozen
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def prepare_body(
+    body: Mapping[str, Any], model: str, *, stream: bool, stream_options: bool
+) -> dict[str, Any]:
+    """The body to send upstream: the client's, with the provider's ``model`` id.
+
+    ``stream_options``: whether the provider accepts ``stream_options`` (Cohere's compatibility
+    endpoint refuses it); when it does, a stream always asks for usage.
+    """
+    upstream = dict(body)
+    upstream["model"] = model
+    if stream:
+        if stream_options:
+            options = dict(upstream.get("stream_options") or {})
+            options["include_usage"] = True
+            upstream["stream_options"] = options
+        else:
+            upstream.pop("stream_options", None)
+    return upstream
+
+
+def usage_of(data: Mapping[str, Any]) -> Usage | None:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(max(0, prompt), max(0, completion))
+
+
+def normalize_response(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a provider's chat.completion to OpenAI's shape, in place, and return it."""
+    choices = data.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                _normalize_content(message, "content")
+    data.setdefault("object", "chat.completion")
+    return data
+
+
+def _normalize_content(message: dict[str, Any], key: str) -> None:
+    content = message.get(key)
+    if isinstance(content, list):
+        message[key] = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    elif content is None and key == "content" and not message.get("tool_calls"):
+        message[key] = ""
+
+
+class StreamError(Exception):
+    """The provider reported an error inside a stream; ``message`` says what it said."""
+
+    def __init__(self, message: str, body: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.body = body
+
+
+class StreamFold:
+    """Watches one upstream stream: what to pass on, the usage, the end, an error.
+
+    :meth:`step` takes one SSE event and returns the bytes to send the client (possibly none);
+    it raises :class:`StreamError` for an error event (OpenRouter sends them mid-stream).
+    """
+
+    def __init__(self, *, client_wants_usage: bool) -> None:
+        self._client_wants_usage = client_wants_usage
+        self.usage: Usage | None = None
+        self.done = False
+        self.chunks = 0
+        self.completion_chars = 0
+
+    def step(self, event: Event) -> list[bytes]:
+        if event.done:
+            self.done = True
+            return [b"data: [DONE]\n\n"]
+        data = event.data
+        if event.event == "error" or '"error"' in data:
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = None
+            error = parsed.get("error") if isinstance(parsed, dict) else None
+            if event.event == "error" or error is not None:
+                message = error.get("message") if isinstance(error, dict) else None
+                raise StreamError(str(message or data)[:500], data)
+        if '"usage"' in data or '"content"' in data or "tool_calls" in data:
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                chunk = None
+            if isinstance(chunk, dict):
+                return self._chunk(chunk, data)
+        self.chunks += 1
+        return [b"data: " + data.encode() + b"\n\n"]
+
+    def _chunk(self, chunk: dict[str, Any], raw: str) -> list[bytes]:
+        usage = usage_of(chunk)
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        changed = False
+        if isinstance(choices, list):
+            for choice in choices:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(delta, dict):
+                    content = delta.get("content")
+                    if isinstance(content, list):
+                        _normalize_content(delta, "content")
+                        changed = True
+                        content = delta["content"]
+                    if isinstance(content, str):
+                        self.completion_chars += len(content)
+                    for call in delta.get("tool_calls") or ():
+                        function = call.get("function") if isinstance(call, dict) else None
+                        if isinstance(function, dict):
+                            self.completion_chars += len(str(function.get("arguments") or ""))
+        if usage is not None and not choices and not self._client_wants_usage:
+            return []  # the usage-only chunk we asked for on the client's behalf
+        if usage is not None and not self._client_wants_usage and "usage" in chunk:
+            chunk.pop("usage")
+            changed = True
+        self.chunks += 1
+        if changed:
+            raw = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+        return [b"data: " + raw.encode() + b"\n\n"]

@@ -1,0 +1,172 @@
+"""Calling providers: one pooled ``httpx.AsyncClient`` per provider, and a dialect adapter each.
+
+The dispatch loop never knows which dialect it talks to: it asks an :class:`Adapter` for the
+request to send, for the OpenAI-shaped answer of a JSON response, and for a stream fold that turns
+upstream events into OpenAI chunks. :data:`ADAPTERS` maps each ``Dialect`` to its adapter; the
+native Gemini and Cohere dialects plug in there.
+
+httpx's exceptions become :class:`~freellm.core.outcome.TransportError` values here and nowhere
+else (:func:`transport_error`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import attrs
+import httpx
+
+from freellm.core.catalog import AuthStyle, Catalog, Dialect, ProviderSpec
+from freellm.core.dialects import openai as openai_dialect
+from freellm.core.dialects.openai import StreamFold, Usage
+from freellm.core.ledger import Slot
+from freellm.core.outcome import TransportError
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "Timeouts",
+    "Upstreams",
+    "open_upstreams",
+    "transport_error",
+]
+
+
+@attrs.frozen
+class Timeouts:
+    """Deadlines of one upstream call, in seconds."""
+
+    connect: float = 10.0
+    first_byte: float = 60.0  # from sending the request to the first chunk of the answer
+    idle: float = 60.0  # between two chunks of a stream
+    total: float = 600.0
+
+
+@attrs.frozen
+class Outgoing:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Adapter(Protocol):
+    def request(
+        self,
+        provider: ProviderSpec,
+        slot: Slot,
+        secret: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> Outgoing: ...
+
+    def answer(self, data: bytes) -> tuple[dict[str, Any], Usage | None]:
+        """The OpenAI ``chat.completion`` of a 200 response. Raises ``ValueError`` if broken."""
+        ...
+
+    def stream(self, *, client_wants_usage: bool) -> StreamFold: ...
+
+
+class OpenAIAdapter:
+    """OpenAI-compatible providers, with their quirks."""
+
+    def request(
+        self,
+        provider: ProviderSpec,
+        slot: Slot,
+        secret: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> Outgoing:
+        base_url, token = provider.base_url, secret
+        if provider.auth is AuthStyle.CLOUDFLARE:
+            account, _, token = secret.partition(":")
+            base_url = base_url.replace("{account_id}", account)
+        headers = {"content-type": "application/json", **provider.headers}
+        if provider.auth is AuthStyle.GOOG_API_KEY:
+            headers["x-goog-api-key"] = token
+        else:
+            headers["authorization"] = f"Bearer {token}"
+        upstream = openai_dialect.prepare_body(
+            body, slot.model.id, stream=stream, stream_options=provider.id != "cohere"
+        )
+        payload = json.dumps(upstream, separators=(",", ":"), ensure_ascii=False).encode()
+        return Outgoing("POST", f"{base_url}/chat/completions", headers, payload)
+
+    def answer(self, data: bytes) -> tuple[dict[str, Any], Usage | None]:
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+            raise ValueError("not a chat.completion")
+        return openai_dialect.normalize_response(parsed), openai_dialect.usage_of(parsed)
+
+    def stream(self, *, client_wants_usage: bool) -> StreamFold:
+        return StreamFold(client_wants_usage=client_wants_usage)
+
+
+ADAPTERS: Mapping[Dialect, Adapter] = {Dialect.OPENAI: OpenAIAdapter()}
+
+
+class Upstreams:
+    """The HTTP clients, one per provider: httpcore scans its whole pool on every request, so
+    small per-provider pools are faster than one shared pool (DESIGN.md's measured notes)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        timeouts: Timeouts,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeouts = timeouts
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._catalog = catalog
+        self._transport = transport  # tests: an httpx.MockTransport
+
+    def client(self, provider: str) -> httpx.AsyncClient:
+        client = self._clients.get(provider)
+        if client is None:
+            t = self.timeouts
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(t.first_byte, connect=t.connect, read=t.idle),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                trust_env=False,
+                transport=self._transport,
+            )
+            self._clients[provider] = client
+        return client
+
+    def adapter(self, provider: ProviderSpec) -> Adapter | None:
+        return ADAPTERS.get(provider.dialect)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+@asynccontextmanager
+async def open_upstreams(
+    catalog: Catalog,
+    timeouts: Timeouts | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Upstreams]:
+    upstreams = Upstreams(catalog, timeouts or Timeouts(), transport=transport)
+    try:
+        yield upstreams
+    finally:
+        await upstreams.aclose()
+
+
+def transport_error(exc: httpx.HTTPError) -> TransportError:
+    """The one place httpx's exception tree meets the core's outcome kinds."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return TransportError.TIMEOUT
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return TransportError.CONNECT
+    return TransportError.PROTOCOL

@@ -1,0 +1,105 @@
+"""Running a real freellm server on loopback, in front of fake providers, for real clients.
+
+These tests use real sockets, so they run on trio's real clock: the autojump clock would leap to
+the next deadline whenever the server waits for a socket. Where a test needs time to pass, it
+moves the proxy's and the fakes' clocks together (:class:`SharedClock`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+
+from freellm.shell.runtime import Runtime, open_runtime
+from freellm.shell.secrets import Vault, load_master_key
+from freellm.shell.store import open_store
+from freellm.shell.upstream import Timeouts
+from freellm.sim.fakes import FakeProvider
+from freellm.web.server import serve_runtime
+
+ENCRYPTION_KEY = "5e" * 32
+
+
+@attrs.define
+class SharedClock:
+    """Epoch seconds that a test can move forward: the proxy and the fakes read the same one."""
+
+    offset: float = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return trio.current_time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@attrs.frozen
+class Proxy:
+    url: str
+    runtime: Runtime
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def key(self) -> str:
+        return self.runtime.unified_key
+
+
+def config_text(
+    fakes: Mapping[str, FakeProvider], models: Mapping[str, str], chain: Sequence[str]
+) -> str:
+    """``[providers.X]`` pointing every provider at its fake, with the given model tables."""
+    parts = []
+    for provider, fake in fakes.items():
+        parts.append(f'[providers.{provider}]\nbase_url = "{fake.base_url}"\n')
+        parts.append(models.get(provider, ""))
+    chain_list = ", ".join(f'"{entry}"' for entry in chain)
+    parts.append(f"[router]\nchain = [{chain_list}]\n")
+    return "\n".join(parts)
+
+
+def _seal(vault: Vault, provider: str, secret: str, key_id: str) -> bytes:
+    return vault.seal(key_id, provider, secret)
+
+
+@asynccontextmanager
+async def running_proxy(
+    data_dir: Path,
+    config: str,
+    keys: Mapping[str, Sequence[str]],
+    *,
+    clock: Callable[[], float] = time.time,
+    timeouts: Timeouts | None = None,
+    add_keys: bool = True,
+) -> AsyncIterator[Proxy]:
+    """freellm serving on 127.0.0.1:0 with ``config`` and provider ``keys`` (provider: secrets)."""
+    config_path = data_dir / "freellm.toml"
+    await trio.to_thread.run_sync(lambda: data_dir.mkdir(parents=True, exist_ok=True))
+    await trio.Path(config_path).write_text(config, encoding="utf-8")
+    env = {"ENCRYPTION_KEY": ENCRYPTION_KEY}
+    if add_keys:
+        vault = Vault(load_master_key(data_dir, ENCRYPTION_KEY))
+        async with open_store(data_dir / "freellm.db") as store:
+            for provider, secrets in keys.items():
+                for secret in secrets:
+                    await store.add_key(provider, "", partial(_seal, vault, provider, secret))
+    runtime_cm = open_runtime(
+        data_dir, config_path, env=env, clock=clock, timeouts=timeouts, probes=False
+    )
+    async with runtime_cm as runtime, trio.open_nursery() as nursery:
+        url = await nursery.start(serve_runtime, runtime, "127.0.0.1", 0)
+        try:
+            yield Proxy(url, runtime)
+        finally:
+            nursery.cancel_scope.cancel()

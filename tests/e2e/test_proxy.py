@@ -1,0 +1,371 @@
+"""freellm end to end: real clients (openai SDK, LangChain, httpx) against a real server on
+loopback, in front of fake providers that enforce their own caps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import trio
+from harness import Proxy, SharedClock, config_text, running_proxy
+from langchain_openai import ChatOpenAI
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
+
+from freellm.core import health, ledger
+from freellm.shell.upstream import Timeouts
+from freellm.sim.fakes import FakeCaps, FaultKind, open_fake_provider
+
+# The openai SDK's async streams stop reading at [DONE] and leave their inner async generators
+# (its own and its vendored httpx's) to the garbage collector, which trio reports; httpx does the
+# same with a request body the server answered (413) before reading it all. That is the
+# client library's doing, not freellm's: ignore exactly those generators, nothing else.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object "
+    "(AsyncStream._iter_events|SSEDecoder.aiter_bytes|Response.aiter_bytes|PoolByteStream.__aiter__"
+    "|ByteStream.__aiter__)"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+
+GROQ_MODEL = "llama-3.3-70b-versatile"
+CEREBRAS_MODEL = "qwen-3-235b-a22b-instruct-2507"
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello from the tests"}]
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def shared_clock() -> SharedClock:
+    return SharedClock()
+
+
+@pytest.fixture
+def proxy_factory(tmp_path: Path) -> Callable[..., Any]:
+    def make(config: str, keys: Mapping[str, Sequence[str]], **options: Any) -> Any:
+        return running_proxy(tmp_path / "data", config, keys, **options)
+
+    return make
+
+
+def groq_models(rpm: int = 30, **extra: Any) -> str:
+    lines = [f'id = "{GROQ_MODEL}"', f"rpm = {rpm}", "context = 131072", "tools = true"]
+    lines += [f"{name} = {str(value).lower()}" for name, value in extra.items()]
+    return "[[providers.groq.models]]\n" + "\n".join(lines) + "\n"
+
+
+def cerebras_models(rpm: int = 30) -> str:
+    return (
+        f'[[providers.cerebras.models]]\nid = "{CEREBRAS_MODEL}"\nrpm = {rpm}\n'
+        "context = 65536\ntools = true\n"
+    )
+
+
+def async_client(proxy: Proxy) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=proxy.base_url, api_key=proxy.key, max_retries=0)
+
+
+async def test_the_openai_sdk_gets_answers_sync_async_streamed_and_not(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            client = async_client(proxy)
+            raw = await client.chat.completions.with_raw_response.create(
+                model="auto", messages=USER
+            )
+            answer = raw.parse()
+            assert answer.choices[0].message.content
+            assert raw.headers["x-routed-via"] == f"groq/{GROQ_MODEL}"
+            assert raw.headers["x-request-id"].startswith("req_")
+            assert answer.usage is not None
+            assert answer.usage.total_tokens > 0
+
+            stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)
+            pieces = [
+                chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices
+            ]
+            assert "".join(pieces) == answer.choices[0].message.content
+
+            def sync_call() -> str | None:
+                with openai.OpenAI(base_url=proxy.base_url, api_key=proxy.key, max_retries=0) as c:
+                    reply = c.chat.completions.create(model=f"groq/{GROQ_MODEL}", messages=USER)
+                    streamed = c.chat.completions.create(model="auto", messages=USER, stream=True)
+                    assert "".join(x.choices[0].delta.content or "" for x in streamed if x.choices)
+                    return reply.choices[0].message.content
+
+            assert await trio.to_thread.run_sync(sync_call) == answer.choices[0].message.content
+            await client.close()
+            assert groq.served == 4
+
+
+async def test_tool_calls_pass_through_streamed_and_not(proxy_factory: Callable[..., Any]) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            client = async_client(proxy)
+            answer = await client.chat.completions.create(
+                model="auto", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
+            )
+            calls = answer.choices[0].message.tool_calls
+            assert calls is not None
+            call = calls[0]
+            assert call.type == "function"
+            assert call.function.name == "get_weather"
+            assert "city" in json.loads(call.function.arguments)
+            assert answer.choices[0].finish_reason == "tool_calls"
+
+            async with client.chat.completions.stream(
+                model="auto", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
+            ) as stream:
+                async for _ in stream:
+                    pass
+                final = await stream.get_final_completion()
+            streamed_calls = final.choices[0].message.tool_calls
+            assert streamed_calls is not None
+            streamed_call = streamed_calls[0]
+            assert streamed_call.function.name == "get_weather"
+            assert json.loads(streamed_call.function.arguments) == json.loads(
+                call.function.arguments
+            )
+            await client.close()
+
+
+async def test_langchain_invokes_and_binds_tools(proxy_factory: Callable[..., Any]) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+
+            def chat() -> tuple[str, list[Any]]:
+                llm = ChatOpenAI(
+                    model="auto", base_url=proxy.base_url, api_key=proxy.key, max_retries=0
+                )
+                text = llm.invoke("hello from langchain").content
+                tools = llm.bind_tools([dict(WEATHER_TOOL)], tool_choice="required")
+                message: Any = tools.invoke("weather in Paris?")
+                return str(text), list(message.tool_calls)
+
+            text, tool_calls = await trio.to_thread.run_sync(chat)
+            assert "hello from langchain"[:20] in text
+            assert tool_calls[0]["name"] == "get_weather"
+
+
+async def test_a_429_moves_to_the_next_key_with_the_right_headers(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with open_fake_provider(
+        "groq", keys=["gsk-1", "gsk-2"], models={GROQ_MODEL: FakeCaps()}
+    ) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1", "gsk-2"]}) as proxy:
+            groq.faults.next(1, FaultKind.RATE_LIMIT, retry_after=20)
+            client = async_client(proxy)
+            raw = await client.chat.completions.with_raw_response.create(
+                model="auto", messages=USER
+            )
+            assert raw.headers["x-fallback-attempts"] == "1"
+            assert raw.headers["x-routed-via"] == f"groq/{GROQ_MODEL}"
+            used = [r.key_id for r in groq.requests if r.path.endswith("completions")]
+            assert len(used) == 2
+            assert used[0] != used[1]
+            await client.close()
+
+
+async def test_everything_capped_is_429_with_retry_after_and_no_upstream_429(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    caps = {GROQ_MODEL: FakeCaps(rpm=4)}
+    async with open_fake_provider("groq", keys=["gsk-1"], models=caps) as groq:
+        # The config's caps equal the fake's: freellm must never send what the fake would refuse.
+        config = config_text({"groq": groq}, {"groq": groq_models(rpm=4)}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            client = async_client(proxy)
+            statuses = []
+            async with trio.open_nursery() as nursery:
+
+                async def one() -> None:
+                    try:
+                        await client.chat.completions.create(model="auto", messages=USER)
+                        statuses.append(200)
+                    except openai.RateLimitError as exc:
+                        statuses.append(429)
+                        retry_after = int(exc.response.headers["retry-after"])
+                        assert 1 <= retry_after <= 61
+
+                for _ in range(10):
+                    nursery.start_soon(one)
+            assert sorted(statuses) == [200] * 4 + [429] * 6
+            assert groq.rate_limited == 0
+            assert groq.served == 4
+            await client.close()
+
+
+async def test_an_invalid_key_is_skipped_and_marked(proxy_factory: Callable[..., Any]) -> None:
+    async with open_fake_provider("groq", keys=["good"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["bad", "good"]}) as proxy:
+            client = async_client(proxy)
+            for _ in range(3):
+                answer = await client.chat.completions.create(model="auto", messages=USER)
+                assert answer.choices[0].message.content
+            state = proxy.runtime.dispatcher.state
+            states = {
+                key: state.health.of("groq", key).state for key in state.topology.keys["groq"]
+            }
+            assert sorted(s.value for s in states.values()) == ["healthy", "invalid"]
+            # The invalid key was tried once, then left alone.
+            assert sum(1 for r in groq.requests if r.key_id is None) == 1
+            await client.close()
+
+
+async def test_a_timeout_moves_to_another_provider(proxy_factory: Callable[..., Any]) -> None:
+    async with (
+        open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq,
+        open_fake_provider("cerebras", keys=["csk-1"], models={CEREBRAS_MODEL: FakeCaps()}) as cer,
+    ):
+        config = config_text(
+            {"groq": groq, "cerebras": cer},
+            {"groq": groq_models(), "cerebras": cerebras_models()},
+            [f"groq/{GROQ_MODEL}", f"cerebras/{CEREBRAS_MODEL}"],
+        )
+        groq.faults.always(FaultKind.HANG)
+        timeouts = Timeouts(connect=1, first_byte=1, idle=1, total=1)
+        async with proxy_factory(
+            config, {"groq": ["gsk-1"], "cerebras": ["csk-1"]}, timeouts=timeouts
+        ) as proxy:
+            client = async_client(proxy)
+            raw = await client.chat.completions.with_raw_response.create(
+                model="auto", messages=USER
+            )
+            assert raw.headers["x-routed-via"] == f"cerebras/{CEREBRAS_MODEL}"
+            assert raw.headers["x-fallback-attempts"] == "1"
+            await client.close()
+        await _until(lambda: groq.cancelled >= 1)  # the proxy hung up on the hanging call
+
+
+async def test_a_client_disconnect_cancels_the_upstream_call(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            groq.faults.always(FaultKind.LATENCY, seconds=30)
+            async with httpx.AsyncClient(timeout=0.5) as client:
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.post(
+                        f"{proxy.base_url}/chat/completions",
+                        headers={"authorization": f"Bearer {proxy.key}"},
+                        json={"model": "auto", "messages": USER},
+                    )
+            await _until(lambda: groq.cancelled >= 1)
+            usage = proxy.runtime.dispatcher.state.ledger.usage[
+                ("groq", _only_key(proxy), GROQ_MODEL)
+            ]
+            assert usage.inflight == 0  # settled the moment it was cancelled
+
+
+async def test_a_restart_keeps_usage_and_cooldowns(
+    proxy_factory: Callable[..., Any], shared_clock: SharedClock
+) -> None:
+    async with open_fake_provider(
+        "groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}, epoch=shared_clock.now
+    ) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models(rpm=30)}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}, clock=shared_clock.now) as proxy:
+            client = async_client(proxy)
+            await client.chat.completions.create(model="auto", messages=USER)
+            groq.faults.next(1, FaultKind.RATE_LIMIT, retry_after=600)
+            with pytest.raises(openai.RateLimitError):
+                await client.chat.completions.create(model="auto", messages=USER)
+            await client.close()
+            key = _only_key(proxy)
+            before = proxy.runtime.dispatcher.state.ledger
+        async with proxy_factory(
+            config, {"groq": ["gsk-1"]}, clock=shared_clock.now, add_keys=False
+        ) as again:
+            after = again.runtime.dispatcher.state.ledger
+            now = shared_clock.now()
+            assert after.usage[("groq", key, GROQ_MODEL)].minute.totals(now) == (
+                before.usage[("groq", key, GROQ_MODEL)].minute.totals(now)
+            )
+            cooldown = ledger.cooldown_of(after, ("groq", key, GROQ_MODEL), now)
+            assert cooldown is not None
+            assert cooldown.until > now + 500
+            client = async_client(again)
+            with pytest.raises(openai.RateLimitError):  # still cooling down: not even tried
+                await client.chat.completions.create(model="auto", messages=USER)
+            assert groq.served == 1
+            shared_clock.advance(601)
+            answer = await client.chat.completions.create(model="auto", messages=USER)
+            assert answer.choices[0].message.content
+            await client.close()
+
+
+async def test_bad_input_gets_openai_shaped_errors_naming_the_field(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            client = async_client(proxy)
+            with pytest.raises(openai.BadRequestError) as bad:
+                await client.chat.completions.create(
+                    model="auto",
+                    messages=[{"role": "wizard", "content": "hi"}],  # type: ignore[misc,list-item]
+                )
+            assert bad.value.param == "messages[0].role"
+            with pytest.raises(openai.NotFoundError):
+                await client.chat.completions.create(model="no-such-model", messages=USER)
+            wrong = openai.AsyncOpenAI(
+                base_url=proxy.base_url, api_key="freellm-wrong", max_retries=0
+            )
+            with pytest.raises(openai.AuthenticationError):
+                await wrong.chat.completions.create(model="auto", messages=USER)
+            async with httpx.AsyncClient() as http:
+                too_big = await http.post(
+                    f"{proxy.base_url}/chat/completions",
+                    headers={"x-api-key": proxy.key},
+                    content=b"{" + b" " * (11 * 1024 * 1024) + b"}",
+                )
+                assert too_big.status_code == 413
+                assert too_big.json()["error"]["code"] == "request_too_large"
+                models = await http.get(
+                    f"{proxy.base_url}/models", headers={"authorization": f"Bearer {proxy.key}"}
+                )
+                ids = [m["id"] for m in models.json()["data"]]
+                assert ids[0] == "auto"
+                assert f"groq/{GROQ_MODEL}" in ids
+            assert groq.served == 0
+            await client.close()
+            await wrong.close()
+
+
+async def _until(condition: Callable[[], bool], *, within: float = 5.0) -> None:
+    """Wait (real time: these tests use real sockets) until the server side caught up."""
+    with trio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - polling another server's counters
+            await trio.sleep(0.01)
+
+
+def _only_key(proxy: Proxy) -> str:
+    (key,) = proxy.runtime.dispatcher.state.topology.keys["groq"]
+    return key
+
+
+def _states(proxy: Proxy) -> dict[str, health.State]:
+    state = proxy.runtime.dispatcher.state
+    return {k: state.health.of("groq", k).state for k in state.topology.keys["groq"]}

@@ -1,0 +1,365 @@
+"""The dispatch loop against scripted providers (httpx.MockTransport): failover, streams,
+cancellation and settlement. Every test takes trio's autojump clock (pytest-trio only honours a
+clock the test asks for by name): there are no sockets, so virtual time is exact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from freellm.core import ledger
+from freellm.core.catalog import Catalog, apply_config
+from freellm.core.chat import ChatShape, inspect_request
+from freellm.core.router import RouterState, Topology
+from freellm.shell.dispatch import Dispatcher, RequestLog
+from freellm.shell.upstream import Timeouts, open_upstreams
+
+BASE = 1_780_000_000.0
+CONFIG = {
+    "providers": {
+        "alpha": {
+            "dialect": "openai",
+            "base_url": "http://127.0.0.1:9/alpha",
+            "models": [{"id": "m", "rpm": 5, "tpm": 100_000, "context": 32_000, "tools": True}],
+        },
+        "beta": {
+            "dialect": "openai",
+            "base_url": "http://127.0.0.1:9/beta",
+            "models": [{"id": "m", "rpm": 5, "context": 32_000}],
+        },
+    },
+    "router": {"chain": ["alpha/m", "beta/m"]},
+}
+CATALOG: Catalog = apply_config(Catalog(), CONFIG)
+KEYS = {"alpha": ["a1", "a2"], "beta": ["b1"]}
+SECRETS = {"a1": "sk-alpha-one", "a2": "sk-alpha-two", "b1": "sk-beta"}
+
+Handler = Callable[[httpx.Request], Any]
+
+
+def completion(provider: str, text: str = "hi") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+
+
+def chunk(text: str) -> bytes:
+    delta = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+    data = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    data["choices"] = [delta]
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+USAGE_CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+    b'"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}\n\n'
+)
+
+
+def provider_of(request: httpx.Request) -> str:
+    return request.url.path.split("/")[1]
+
+
+def key_of(request: httpx.Request) -> str:
+    secret = request.headers["authorization"].removeprefix("Bearer ")
+    return next(k for k, v in SECRETS.items() if v == secret)
+
+
+class Harness:
+    def __init__(self, dispatcher: Dispatcher, logs: list[RequestLog]) -> None:
+        self.dispatcher = dispatcher
+        self.logs = logs
+        self.seen: list[str] = []
+
+    @property
+    def state(self) -> RouterState:
+        return self.dispatcher.state
+
+
+def shape_of(body: dict[str, Any]) -> ChatShape:
+    shape = inspect_request(body)
+    assert isinstance(shape, ChatShape), shape
+    return shape
+
+
+def body(**extra: Any) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": "hello"}], **extra}
+
+
+@pytest.fixture
+async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
+    """Dispatchers over scripted providers."""
+    opened: list[Any] = []
+
+    async def make(handler: Handler) -> Harness:
+        seen: list[str] = []
+
+        async def recording(request: httpx.Request) -> httpx.Response:
+            seen.append(f"{provider_of(request)}#{key_of(request)}")
+            result = handler(request)
+            if isinstance(result, httpx.Response):
+                return result
+            return await result  # type: ignore[no-any-return]
+
+        manager = open_upstreams(
+            CATALOG,
+            Timeouts(connect=1, first_byte=5, idle=5, total=20),
+            transport=httpx.MockTransport(recording),
+        )
+        upstreams = await manager.__aenter__()
+        opened.append(manager)
+        logs: list[RequestLog] = []
+        dispatcher = Dispatcher(
+            RouterState(Topology(CATALOG, KEYS)),
+            SECRETS,
+            upstreams,
+            clock=lambda: BASE + trio.current_time(),
+            observers=(logs.append,),
+        )
+        harness = Harness(dispatcher, logs)
+        harness.seen = seen
+        return harness
+
+    yield make
+    for manager in opened:
+        await manager.__aexit__(None, None, None)
+
+
+def headers(reply_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in reply_headers}
+
+
+async def test_a_success_says_where_it_went_and_settles_the_reported_usage(
+    harness_for: Any,
+) -> None:
+    h = await harness_for(lambda request: httpx.Response(200, json=completion("alpha")))
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 200
+    assert json.loads(reply.body)["choices"][0]["message"]["content"] == "hi"
+    got = headers(reply.headers)
+    assert got["x-routed-via"] == "alpha/m"
+    assert "x-fallback-attempts" not in got
+    assert got["x-request-id"].startswith("req_")
+    usage = h.state.ledger.usage[("alpha", "a1", "m")]
+    now = h.dispatcher.clock()
+    assert usage.minute.totals(now) == (1, 10)  # the usage reported, not the estimate
+    assert usage.inflight == 0
+    assert h.logs[-1].status == 200
+    assert h.logs[-1].routed_via == "alpha/m"
+
+
+async def test_a_429_moves_to_the_next_key_and_cools_the_first_down(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if key_of(request) == "a1":
+            return httpx.Response(
+                429, headers={"retry-after": "17"}, json={"error": {"message": "slow"}}
+            )
+        return httpx.Response(200, json=completion("alpha"))
+
+    h = await harness_for(handler)
+    sent_at = h.dispatcher.clock()
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 200
+    assert h.seen == ["alpha#a1", "alpha#a2"]
+    assert headers(reply.headers)["x-fallback-attempts"] == "1"
+    cooldown = ledger.cooldown_of(h.state.ledger, ("alpha", "a1", "m"), sent_at)
+    assert cooldown is not None
+    assert cooldown.until == sent_at + 17  # the autojump clock stood still during the call
+    # The next request goes straight to the key that works.
+    h.seen.clear()
+    await h.dispatcher.complete(shape_of(body()), body())
+    assert h.seen == ["alpha#a2"]
+
+
+async def test_everything_capped_gives_429_with_retry_after(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(
+        lambda r: httpx.Response(
+            429, headers={"retry-after": "30"}, json={"error": {"message": "x"}}
+        )
+    )
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 429
+    assert h.seen == ["alpha#a1", "alpha#a2", "beta#b1"]
+    assert headers(reply.headers)["retry-after"] == "30"
+    assert json.loads(reply.body)["error"]["type"] == "rate_limit_error"
+
+
+async def test_a_5xx_skips_the_rest_of_that_provider(harness_for: Any, autojump_clock: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if provider_of(request) == "alpha":
+            return httpx.Response(503, json={"error": {"message": "overloaded"}})
+        return httpx.Response(200, json=completion("beta"))
+
+    h = await harness_for(handler)
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 200
+    assert h.seen == ["alpha#a1", "beta#b1"]
+    assert headers(reply.headers)["x-routed-via"] == "beta/m"
+
+
+async def test_every_attempt_failing_upstream_gives_502(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(lambda r: httpx.Response(500, text="boom"))
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 502
+    assert h.seen == ["alpha#a1", "beta#b1"]
+
+
+async def test_a_plain_400_goes_back_to_the_client_without_failover(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(
+        lambda r: httpx.Response(400, json={"error": {"message": "temperature is odd"}})
+    )
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 400
+    assert h.seen == ["alpha#a1"]
+    assert json.loads(reply.body)["error"]["message"] == "temperature is odd"
+
+
+async def test_an_unknown_model_is_404_and_calls_nobody(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(lambda r: httpx.Response(200, json=completion("alpha")))
+    request = body(model="nope")
+    reply = await h.dispatcher.complete(shape_of(request), request)
+    assert reply.status == 404
+    assert json.loads(reply.body)["error"]["param"] == "model"
+    assert h.seen == []
+
+
+async def test_a_timeout_moves_to_another_provider(harness_for: Any, autojump_clock: Any) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if provider_of(request) == "alpha":
+            await trio.sleep_forever()
+        return httpx.Response(200, json=completion("beta"))
+
+    h = await harness_for(handler)
+    started = trio.current_time()
+    reply = await h.dispatcher.complete(shape_of(body()), body())
+    assert reply.status == 200
+    assert h.seen == ["alpha#a1", "beta#b1"]
+    assert trio.current_time() - started == 20  # the total deadline, in virtual time
+    assert h.logs[-1].attempts[0].outcome == "timeout"
+
+
+async def test_a_client_that_goes_away_cancels_the_call_and_settles_it(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    cancelled = trio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    h = await harness_for(handler)
+    with trio.move_on_after(1):
+        await h.dispatcher.complete(shape_of(body()), body())
+    assert cancelled.is_set()
+    usage = h.state.ledger.usage[("alpha", "a1", "m")]
+    assert usage.inflight == 0
+    assert h.logs[-1].attempts[0].outcome == "cancelled"
+
+
+async def collect_stream(h: Harness, request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    started: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+    sent: list[bytes] = []
+
+    async def start(status: int, hdrs: list[tuple[bytes, bytes]]) -> None:
+        started.append((status, hdrs))
+
+    async def send(data: bytes) -> None:
+        assert started, "a chunk before the response started"
+        sent.append(data)
+
+    await h.dispatcher.stream(shape_of(request), request, start, send)
+    assert len(started) == 1
+    return started[0][0], headers(started[0][1]), b"".join(sent)
+
+
+def streamed(*parts: bytes) -> httpx.Response:
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+
+async def test_a_stream_fails_over_before_its_first_byte(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if provider_of(request) == "alpha":
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        sent = json.loads(request.content)
+        assert sent["stream_options"] == {"include_usage": True}  # asked for, to settle
+        return streamed(chunk("Hel"), chunk("lo"), USAGE_CHUNK, b"data: [DONE]\n\n")
+
+    h = await harness_for(handler)
+    status, got, data = await collect_stream(h, body(stream=True))
+    assert status == 200
+    assert got["x-routed-via"] == "beta/m"
+    assert got["x-fallback-attempts"] == "1"
+    assert got["content-type"] == "text/event-stream"
+    assert b'"Hel"' in data
+    assert b'"lo"' in data
+    assert b'"usage"' not in data  # the client did not ask for it
+    assert data.endswith(b"data: [DONE]\n\n")
+    assert h.state.ledger.usage[("beta", "b1", "m")].minute.totals(h.dispatcher.clock()) == (1, 9)
+
+
+async def test_a_stream_passes_usage_on_when_the_client_asks(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(lambda r: streamed(chunk("x"), USAGE_CHUNK, b"data: [DONE]\n\n"))
+    request = body(stream=True, stream_options={"include_usage": True})
+    _, _, data = await collect_stream(h, request)
+    assert b'"usage"' in data
+
+
+async def test_a_stream_cut_mid_way_ends_with_an_error_event_and_done(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(lambda r: streamed(chunk("partial answer"), chunk(" more")))
+    status, _, data = await collect_stream(h, body(stream=True))
+    assert status == 200
+    assert b"partial answer" in data
+    assert b"event: error\n" in data
+    assert data.endswith(b"data: [DONE]\n\n")
+    assert h.logs[-1].attempts[-1].outcome == "broken_response"
+    # Settled with what was streamed: the prompt estimate plus the streamed text.
+    usage = h.state.ledger.usage[("alpha", "a1", "m")]
+    assert usage.inflight == 0
+    logged = h.logs[-1].usage
+    assert logged is not None
+    assert usage.minute.totals(h.dispatcher.clock())[1] == logged.total
+
+
+async def test_a_stream_that_never_starts_is_answered_with_a_json_error(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    h = await harness_for(lambda r: httpx.Response(500, text="down"))
+    status, got, data = await collect_stream(h, body(stream=True))
+    assert status == 502
+    assert got["content-type"] == "application/json"
+    assert json.loads(data)["error"]["code"] == "upstream_failed"
