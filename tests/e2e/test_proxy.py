@@ -4,6 +4,7 @@ loopback, in front of fake providers that enforce their own caps."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -369,3 +370,28 @@ def _only_key(proxy: Proxy) -> str:
 def _states(proxy: Proxy) -> dict[str, health.State]:
     state = proxy.runtime.dispatcher.state
     return {k: state.health.of("groq", k).state for k in state.topology.keys["groq"]}
+
+
+async def test_llm_comply_openai_chat_suite_passes(proxy_factory: Callable[..., Any]) -> None:
+    """The outside conformance check: every applicable openai-chat check passes."""
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        models = groq_models(vision=True, json=True)  # the suite sends an image
+        config = config_text({"groq": groq}, {"groq": models}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            command = [
+                str(Path(sys.executable).parent / "llm-comply"),
+                "--format", "openai-chat",
+                "-u", proxy.base_url,
+                "-k", proxy.key,
+                "-m", "auto",
+                "--json",
+            ]  # fmt: skip
+            done = await trio.run_process(command, capture_stdout=True, check=False)
+            report = json.loads(done.stdout)
+            failed = {
+                r["id"]: r.get("errors") for r in report["results"] if r["status"] == "failed"
+            }
+            assert failed == {}
+            skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
+            assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
+            assert report["summary"]["passed"] == report["summary"]["total"] - len(skipped)

@@ -3,7 +3,8 @@
 Almost nothing: the body goes upstream as the client sent it, with the provider's model id, and
 with ``stream_options.include_usage`` turned on where the provider accepts it (so a stream can be
 settled with real usage). Responses are normalised where providers differ from OpenAI: an array
-``content`` becomes a string, a ``null`` content without tool calls becomes ``""``. Streams pass
+``content`` becomes a string, a ``null`` content without tool calls becomes ``""``, and a missing
+``refusal`` (required, nullable) becomes ``null``. Streams pass
 through event by event; :class:`StreamFold` watches them for usage and mid-stream errors and drops
 the usage chunk when the client did not ask for it.
 """
@@ -18,7 +19,14 @@ import attrs
 
 from freellm.core.sse import Event
 
-__all__ = ["StreamFold", "Usage", "normalize_response", "prepare_body", "usage_of"]
+__all__ = [
+    "StreamError",
+    "StreamFold",
+    "Usage",
+    "normalize_response",
+    "prepare_body",
+    "usage_of",
+]
 
 
 @attrs.frozen
@@ -70,6 +78,9 @@ def normalize_response(data: dict[str, Any]) -> dict[str, Any]:
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict):
                 _normalize_content(message, "content")
+                # OpenAI's schema requires `refusal` (nullable); many providers leave it out.
+                message.setdefault("refusal", None)
+                message.setdefault("annotations", [])
     data.setdefault("object", "chat.completion")
     return data
 
