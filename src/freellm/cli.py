@@ -8,9 +8,12 @@ work while a server runs: the server picks up key changes within seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -85,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = keys.add_parser("check", parents=[common], help="check keys with their provider")
     check.add_argument("id", nargs="?")
 
+    demo = commands.add_parser(
+        "demo", help="fake providers + a server: try freellm without any provider key"
+    )
+    demo.add_argument("--host", default=DEFAULT_HOST)
+    demo.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
+    demo.add_argument("--data-dir", type=Path, default=None, help="default: a temporary dir")
+    demo.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
+
     chain = commands.add_parser("chain", help="the fallback chain").add_subparsers(
         dest="action", required=True
     )
@@ -96,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.data_dir = args.data_dir or default_data_dir()
-    args.config_file = config_path(args.data_dir, args.config)
+    if args.command != "demo":  # the demo keeps to a scratch dir of its own
+        args.data_dir = args.data_dir or default_data_dir()
+        args.config_file = config_path(args.data_dir, args.config)
     command = COMMANDS[(args.command, getattr(args, "action", None))]
     try:
         return trio.run(command, args)
@@ -135,6 +147,77 @@ async def _signal() -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             return
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+DEMO_PROVIDERS = {
+    # provider: (fake flavor, model, caps the fake enforces and the config declares)
+    "groq": ("groq", "llama-3.3-70b-versatile", {"rpm": 30, "rpd": 1000, "tpm": 12000}),
+    "cerebras": ("cerebras", "qwen-3-235b-a22b-instruct-2507", {"rpm": 30, "tpm": 60000}),
+    "openrouter": ("openrouter", "meta-llama/llama-3.3-70b-instruct:free", {"rpm": 20, "rpd": 50}),
+}
+
+
+DEMO_BODY = '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}'
+
+
+async def demo(args: argparse.Namespace) -> int:
+    """Fake providers on loopback, freellm in front of them, and a curl line to try."""
+    from freellm.sim.fakes import FakeCaps, open_fake_provider
+    from freellm.web.server import serve_runtime
+
+    with tempfile.TemporaryDirectory(prefix="freellm-demo-") as scratch:
+        data_dir = args.data_dir or Path(scratch)
+        await trio.to_thread.run_sync(partial(data_dir.mkdir, parents=True, exist_ok=True))
+        env = {"ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY") or secrets.token_hex(32)}
+        async with contextlib.AsyncExitStack() as stack:
+            config = []
+            for provider, (flavor, model, caps) in DEMO_PROVIDERS.items():
+                fake = await stack.enter_async_context(
+                    open_fake_provider(
+                        flavor, keys=[f"demo-{provider}-key"], models={model: FakeCaps(**caps)}
+                    )
+                )
+                cap_lines = "".join(f"{name} = {value}\n" for name, value in caps.items())
+                config.append(
+                    f'[providers.{provider}]\nbase_url = "{fake.base_url}"\n'
+                    f'[[providers.{provider}.models]]\nid = "{model}"\n{cap_lines}'
+                    "context = 131072\ntools = true\njson = true\n"
+                )
+            chain = ", ".join(f'"{p}/{m}"' for p, (_, m, _) in DEMO_PROVIDERS.items())
+            config.append(f"[router]\nchain = [{chain}]\n")
+            config_path = data_dir / "freellm.toml"
+            await trio.Path(config_path).write_text("\n".join(config), encoding="utf-8")
+            vault = Vault(load_master_key(data_dir, env["ENCRYPTION_KEY"]))
+            async with open_store(data_dir / "freellm.db") as store:
+                if not await store.list_keys():
+                    for provider in DEMO_PROVIDERS:
+                        secret = f"demo-{provider}-key"
+                        await store.add_key(
+                            provider, "demo", partial(_seal, vault, provider, secret)
+                        )
+            runtime = await stack.enter_async_context(
+                open_runtime(data_dir, config_path, env=env, probes=False)
+            )
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            url = await nursery.start(
+                partial(serve_runtime, runtime, args.host, args.port, shutdown_trigger=_signal)
+            )
+            print(f"freellm demo: fake groq, cerebras and openrouter behind {url}/v1")
+            print("try it (no provider key needed):\n")
+            print(
+                f"  curl {url}/v1/chat/completions \\\n"
+                f'    -H "Authorization: Bearer {runtime.unified_key}" \\\n'
+                '    -H "Content-Type: application/json" \\\n'
+                f"    -d '{DEMO_BODY}'\n"
+            )
+            print("Ctrl-C stops it.", flush=True)
+    return 0
+
+
+def _seal(vault: Vault, provider: str, secret: str, key_id: str) -> bytes:
+    return vault.seal(key_id, provider, secret)
 
 
 # --- store commands ---------------------------------------------------------------------------
@@ -259,6 +342,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Awaitable[
     ("keys", "check"): keys_check,
     ("chain", "show"): chain_show,
     ("chain", "set"): chain_set,
+    ("demo", None): demo,
 }
 
 

@@ -1,0 +1,85 @@
+"""`freellm serve` and `freellm demo` as a user runs them: real processes, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+FREELLM = [sys.executable, "-m", "freellm.cli"]
+
+
+async def read_until(process: trio.Process, marker: str, *, within: float = 30.0) -> str:
+    """What the process printed up to and including ``marker``."""
+    assert process.stdout is not None
+    seen = ""
+    with trio.fail_after(within):
+        while marker not in seen:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                raise AssertionError(f"exited before printing {marker!r}: {seen}")
+            seen += chunk.decode()
+    return seen
+
+
+async def stop(process: trio.Process) -> int:
+    process.send_signal(signal.SIGINT)
+    with trio.fail_after(15):
+        return await process.wait()
+
+
+async def test_serve_on_an_empty_data_dir_needs_no_environment(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("ENCRYPTION_KEY", "HOST", "PORT")}
+    env["FREELLM_DATA_DIR"] = str(tmp_path / "data")
+    process = await trio.lowlevel.open_process(
+        [*FREELLM, "serve", "--port", "0"], stdout=-1, env=env
+    )
+    try:
+        printed = await read_until(process, "freellm keys add")
+        url = re.search(r"serving (http://127\.0\.0\.1:\d+)/v1", printed)
+        key = re.search(r"(freellm-[A-Za-z0-9_-]{43,})", printed)
+        assert url is not None
+        assert key is not None
+        async with httpx.AsyncClient(base_url=url.group(1)) as client:
+            assert (await client.get("/livez")).status_code == 200
+            models = await client.get(
+                "/v1/models", headers={"authorization": f"Bearer {key.group(1)}"}
+            )
+            assert models.json()["data"][0]["id"] == "auto"
+            refused = await client.get("/v1/models", headers={"authorization": "Bearer nope"})
+            assert refused.status_code == 401
+    finally:
+        assert await stop(process) == 0
+    assert (tmp_path / "data" / "secret.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "data" / "freellm.db").exists()
+
+
+async def test_demo_answers_the_curl_it_prints() -> None:
+    process = await trio.lowlevel.open_process([*FREELLM, "demo", "--port", "0"], stdout=-1)
+    try:
+        printed = await read_until(process, "Ctrl-C stops it.")
+        url = re.search(r"curl (http://127\.0\.0\.1:\d+/v1/chat/completions)", printed)
+        key = re.search(r"Bearer (freellm-[A-Za-z0-9_-]+)", printed)
+        body = re.search(r"-d '(.+)'", printed)
+        assert url is not None
+        assert key is not None
+        assert body is not None
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                url.group(1),
+                headers={
+                    "authorization": f"Bearer {key.group(1)}",
+                    "content-type": "application/json",
+                },
+                content=body.group(1),
+            )
+        assert answer.status_code == 200
+        assert answer.headers["x-routed-via"] == "groq/llama-3.3-70b-versatile"
+        assert answer.json()["choices"][0]["message"]["content"] == "fake-groq says: Hello!"
+    finally:
+        assert await stop(process) == 0
