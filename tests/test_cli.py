@@ -107,3 +107,13 @@ def test_the_console_script_entry_point_runs() -> None:
         check=True,
     )
     assert done.stdout.startswith("freellm ")
+
+
+def test_a_key_of_a_dialect_not_translated_yet_is_stored_with_a_note(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "keys", "add", "google", "AIza-not-a-real-key-0123456789")
+    assert status == 0
+    assert out.startswith("added k_")
+    assert "native gemini dialect" in err
+    assert "not used for routing" in err

@@ -28,7 +28,7 @@ from freellm.shell.metrics import Metrics
 from freellm.shell.probes import PROBE_INTERVAL_S, run_probes
 from freellm.shell.secrets import Vault, load_master_key, new_unified_key, unified_key_matches
 from freellm.shell.store import AttemptRecord, KeyRecord, RequestRecord, Store, open_store
-from freellm.shell.upstream import Timeouts, Upstreams, open_upstreams
+from freellm.shell.upstream import ADAPTERS, Timeouts, Upstreams, open_upstreams
 
 __all__ = ["Runtime", "open_runtime", "read_unified_key"]
 
@@ -121,9 +121,12 @@ class Runtime:
 
 
 def _key_table(records: list[KeyRecord], catalog: Catalog) -> dict[str, list[str]]:
+    """The enabled keys of every provider freellm can talk to (a dialect without an adapter yet,
+    such as Gemini's native one, keeps its keys stored but out of routing)."""
     keys: dict[str, list[str]] = {}
     for record in records:
-        if record.enabled and record.provider in catalog.providers:
+        provider = catalog.providers.get(record.provider)
+        if record.enabled and provider is not None and provider.dialect in ADAPTERS:
             keys.setdefault(record.provider, []).append(record.id)
     return keys
 
