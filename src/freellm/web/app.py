@@ -2,8 +2,9 @@
 
 ``create_app(runtime)`` builds everything from the runtime it is given; nothing is built at import
 time. Requests for ``/v1/...``, ``/livez``, ``/readyz`` and ``/metrics`` never touch Quart;
-everything else (``/api/...`` and, later, the dashboard) and the ASGI lifespan go to the
-quart-trio app.
+everything else (``/api/...`` and, later, the dashboard) goes to the quart-trio app, which is
+built on the first such request. The ASGI lifespan is answered here: the long-lived work runs in
+the runtime's nursery, not in Quart's.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Response, request
-from quart_trio import QuartTrio
-
-from freellm.shell.dispatch import error_body
 from freellm.shell.runtime import Runtime
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
 
@@ -25,11 +22,21 @@ METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 def create_app(runtime: Runtime) -> Any:
     v1 = V1(runtime.dispatcher, runtime.authorized)
-    quart: Any = _quart_app(runtime)  # called as a plain ASGI app below
+    built: list[Any] = []
+
+    def quart() -> Any:
+        if not built:
+            from freellm.web.api import create_api
+
+            built.append(create_api(runtime))
+        return built[0]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
         if scope["type"] != "http":
-            await quart(scope, receive, send)
+            await quart()(scope, receive, send)
             return
         path = scope["path"]
         if path.startswith("/v1/"):
@@ -51,49 +58,16 @@ def create_app(runtime: Runtime) -> Any:
             )
             await send({"type": "http.response.body", "body": body})
         else:
-            await quart(scope, receive, send)
+            await quart()(scope, receive, send)
 
-    app.quart = quart  # type: ignore[attr-defined]
     return app
 
 
-def _quart_app(runtime: Runtime) -> QuartTrio:
-    quart = QuartTrio("freellm")
-    # Quart cuts responses after 60 s by default; deadlines belong to the shell.
-    quart.config["RESPONSE_TIMEOUT"] = None
-    quart.config["BODY_TIMEOUT"] = None
-
-    @quart.before_request
-    async def authorize() -> Response | None:
-        if runtime.authorized(list(_raw_headers())):
-            return None
-        body = error_body(
-            "Missing or wrong API key.", "invalid_request_error", code="invalid_api_key"
-        )
-        return Response(body, status=401, content_type="application/json")
-
-    @quart.get("/api/keys")
-    async def keys() -> Response:
-        """The provider keys, without their secrets."""
-        listed = [
-            {
-                "id": key.id,
-                "provider": key.provider,
-                "label": key.label,
-                "enabled": key.enabled,
-                "health": runtime.dispatcher.state.health.of(key.provider, key.id).state.value,
-            }
-            for key in await runtime.store.list_keys()
-        ]
-        return Response(json.dumps({"data": listed}), content_type="application/json")
-
-    @quart.get("/api/chain")
-    async def chain() -> Response:
-        entries = list(runtime.dispatcher.state.catalog.settings.chain)
-        return Response(json.dumps({"data": entries}), content_type="application/json")
-
-    return quart
-
-
-def _raw_headers() -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
