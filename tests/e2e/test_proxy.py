@@ -395,3 +395,27 @@ async def test_llm_comply_openai_chat_suite_passes(proxy_factory: Callable[..., 
             skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
             assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
             assert report["summary"]["passed"] == report["summary"]["total"] - len(skipped)
+
+
+async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with open_fake_provider(
+        "groq", keys=["gsk-secret-1"], models={GROQ_MODEL: FakeCaps()}
+    ) as g:
+        config = config_text({"groq": g}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with (
+            proxy_factory(config, {"groq": ["gsk-secret-1"]}) as proxy,
+            httpx.AsyncClient(base_url=proxy.url) as http,
+        ):
+            assert (await http.get("/api/keys")).status_code == 401
+            listed = await http.get("/api/keys", headers={"x-api-key": proxy.key})
+            assert listed.status_code == 200
+            (entry,) = listed.json()["data"]
+            assert entry["provider"] == "groq"
+            assert "gsk-secret-1" not in listed.text
+            chain = await http.get("/api/chain", headers={"x-api-key": proxy.key})
+            assert chain.json()["data"] == [f"groq/{GROQ_MODEL}"]
+            assert (await http.get("/readyz")).json() == {"status": "ready"}
+            metrics = await http.get("/metrics")
+            assert "freellm_requests_total" in metrics.text
