@@ -117,3 +117,16 @@ def test_a_key_of_a_dialect_not_translated_yet_is_stored_with_a_note(
     assert out.startswith("added k_")
     assert "native gemini dialect" in err
     assert "not used for routing" in err
+
+
+def test_an_encryption_key_that_cannot_open_the_secrets_stops_with_that_message(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENCRYPTION_KEY", "ab" * 32)
+    assert run(capsys, "keys", "add", "groq", SECRET)[0] == 0
+    assert run(capsys, "token")[0] == 0
+    monkeypatch.setenv("ENCRYPTION_KEY", "cd" * 32)
+    status, out, err = run(capsys, "token")
+    assert status == 2
+    assert "cannot decrypt a stored secret with this encryption key" in err
+    assert out == ""

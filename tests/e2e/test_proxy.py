@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,45 @@ async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
             assert (await http.get("/readyz")).json() == {"status": "ready"}
             metrics = await http.get("/metrics")
             assert "freellm_requests_total" in metrics.text
+
+
+async def test_unknown_request_fields_reach_an_openai_dialect_provider_untouched(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+            client = async_client(proxy)
+            await client.chat.completions.create(
+                model="auto",
+                messages=USER,
+                seed=7,
+                extra_body={"x_vendor_option": {"depth": 2}, "top_k": 40},
+            )
+            await client.close()
+            sent = groq.requests[-1].body
+            assert sent["x_vendor_option"] == {"depth": 2}
+            assert sent["top_k"] == 40
+            assert sent["seed"] == 7
+            assert sent["model"] == GROQ_MODEL  # the provider's id, not "auto"
+
+
+async def test_keys_check_reports_each_key_from_the_command_line(
+    tmp_path: Path,
+) -> None:
+    async with open_fake_provider("groq", keys=["good"], models={GROQ_MODEL: FakeCaps()}) as groq:
+        data = tmp_path / "data"
+        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
+        env = {"FREELLM_DATA_DIR": str(data), "ENCRYPTION_KEY": "9f" * 32, "PATH": ""}
+        freellm = [sys.executable, "-m", "freellm.cli"]
+        await trio.to_thread.run_sync(partial(data.mkdir, parents=True))
+        await trio.Path(data / "freellm.toml").write_text(config)
+        for secret in ("good", "bad"):
+            await trio.run_process([*freellm, "keys", "add", "groq", secret], env=env)
+        done = await trio.run_process(
+            [*freellm, "keys", "check"], env=env, capture_stdout=True, check=False
+        )
+        lines = done.stdout.decode().splitlines()
+        assert done.returncode == 1  # one key is not healthy
+        assert sorted(line.split()[2] for line in lines) == ["healthy", "invalid"]
+        assert "bad" not in done.stdout.decode().replace("(401: the provider refused the key)", "")
