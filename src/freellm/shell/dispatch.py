@@ -316,7 +316,7 @@ class _Run:
             except httpx.HTTPError as exc:
                 return _Call(classify(None, {}, error=transport_error(exc), now=self.d.clock()))
             outcome = classify(
-                response.status_code, response.headers, response.content, now=self.d.clock()
+                response.status_code, _headers_of(response), response.content, now=self.d.clock()
             )
             if outcome.kind is not Kind.SUCCESS:
                 return _Call(outcome)
@@ -344,7 +344,9 @@ class _Run:
                     body = await response.aread()
                     await response.aclose()
                     return _Call(
-                        classify(response.status_code, response.headers, body, now=self.d.clock())
+                        classify(
+                            response.status_code, _headers_of(response), body, now=self.d.clock()
+                        )
                     )
                 fold = adapter.stream(client_wants_usage=self.shape.include_usage)
                 decoder = Decoder()
@@ -354,7 +356,7 @@ class _Run:
                     data = await chunks.__anext__()
                     for event in decoder.feed(data):
                         first += fold.step(event)
-                outcome = classify(200, response.headers, now=self.d.clock())
+                outcome = classify(200, _headers_of(response), now=self.d.clock())
                 open_stream = (response, chunks, decoder, fold, first)
                 response = None  # handed over to _relay
                 return _Call(outcome, stream=open_stream)
@@ -521,3 +523,9 @@ class _Run:
 
 def _dumps(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _headers_of(response: httpx.Response) -> dict[str, str]:
+    """The response's headers as a plain dict with lower-case names: the signal parsers look up
+    a dozen names, and each lookup in ``httpx.Headers`` scans its whole list."""
+    return dict(response.headers.items())
