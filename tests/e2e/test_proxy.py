@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMes
 
 from freellm.core import health, ledger
 from freellm.shell.upstream import Timeouts
-from freellm.sim.fakes import FakeCaps, FaultKind, open_fake_provider
+from freellm.sim.fakes import FakeCaps, FakeProvider, FaultKind, open_fake_provider
 
 # The openai SDK's async streams stop reading at [DONE] and leave their inner async generators
 # (its own and its vendored httpx's) to the garbage collector, which trio reports; httpx does the
@@ -63,6 +64,22 @@ def proxy_factory(tmp_path: Path) -> Callable[..., Any]:
     return make
 
 
+@pytest.fixture
+def groq_proxy(proxy_factory: Callable[..., Any]) -> Callable[..., Any]:
+    """freellm in front of one fake Groq with one key: the setup most tests here share."""
+
+    @asynccontextmanager
+    async def start(*, models: str | None = None) -> AsyncIterator[tuple[FakeProvider, Proxy]]:
+        caps = {GROQ_MODEL: FakeCaps()}
+        async with open_fake_provider("groq", keys=["gsk-1"], models=caps) as groq:
+            tables = {"groq": models or groq_models()}
+            config = config_text({"groq": groq}, tables, [f"groq/{GROQ_MODEL}"])
+            async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
+                yield groq, proxy
+
+    return start
+
+
 def groq_models(rpm: int = 30, **extra: Any) -> str:
     lines = [f'id = "{GROQ_MODEL}"', f"rpm = {rpm}", "context = 131072", "tools = true"]
     lines += [f"{name} = {str(value).lower()}" for name, value in extra.items()]
@@ -81,89 +98,77 @@ def async_client(proxy: Proxy) -> openai.AsyncOpenAI:
 
 
 async def test_the_openai_sdk_gets_answers_sync_async_streamed_and_not(
-    proxy_factory: Callable[..., Any],
+    groq_proxy: Callable[..., Any],
 ) -> None:
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-            client = async_client(proxy)
-            raw = await client.chat.completions.with_raw_response.create(
-                model="auto", messages=USER
+    async with groq_proxy() as (groq, proxy):
+        client = async_client(proxy)
+        raw = await client.chat.completions.with_raw_response.create(model="auto", messages=USER)
+        answer = raw.parse()
+        assert answer.choices[0].message.content
+        assert raw.headers["x-routed-via"] == f"groq/{GROQ_MODEL}"
+        assert raw.headers["x-request-id"].startswith("req_")
+        assert answer.usage is not None
+        assert answer.usage.total_tokens > 0
+
+        stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)
+        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        assert "".join(pieces) == answer.choices[0].message.content
+
+        def sync_call() -> str | None:
+            with openai.OpenAI(base_url=proxy.base_url, api_key=proxy.key, max_retries=0) as c:
+                reply = c.chat.completions.create(model=f"groq/{GROQ_MODEL}", messages=USER)
+                streamed = c.chat.completions.create(model="auto", messages=USER, stream=True)
+                assert "".join(x.choices[0].delta.content or "" for x in streamed if x.choices)
+                return reply.choices[0].message.content
+
+        assert await trio.to_thread.run_sync(sync_call) == answer.choices[0].message.content
+        await client.close()
+        assert groq.served == 4
+
+
+async def test_tool_calls_pass_through_streamed_and_not(groq_proxy: Callable[..., Any]) -> None:
+    async with groq_proxy() as (_, proxy):
+        client = async_client(proxy)
+        answer = await client.chat.completions.create(
+            model="auto", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
+        )
+        calls = answer.choices[0].message.tool_calls
+        assert calls is not None
+        call = calls[0]
+        assert call.type == "function"
+        assert call.function.name == "get_weather"
+        assert "city" in json.loads(call.function.arguments)
+        assert answer.choices[0].finish_reason == "tool_calls"
+
+        async with client.chat.completions.stream(
+            model="auto", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
+        ) as stream:
+            async for _ in stream:
+                pass
+            final = await stream.get_final_completion()
+        streamed_calls = final.choices[0].message.tool_calls
+        assert streamed_calls is not None
+        streamed_call = streamed_calls[0]
+        assert streamed_call.function.name == "get_weather"
+        assert json.loads(streamed_call.function.arguments) == json.loads(call.function.arguments)
+        await client.close()
+
+
+async def test_langchain_invokes_and_binds_tools(groq_proxy: Callable[..., Any]) -> None:
+    async with groq_proxy() as (_, proxy):
+
+        def chat() -> tuple[str, list[Any]]:
+            llm = ChatOpenAI(
+                model="auto", base_url=proxy.base_url, api_key=proxy.key, max_retries=0
             )
-            answer = raw.parse()
-            assert answer.choices[0].message.content
-            assert raw.headers["x-routed-via"] == f"groq/{GROQ_MODEL}"
-            assert raw.headers["x-request-id"].startswith("req_")
-            assert answer.usage is not None
-            assert answer.usage.total_tokens > 0
+            text = llm.invoke("hello from langchain").content
+            tools = llm.bind_tools([dict(WEATHER_TOOL)], tool_choice="required")
+            message: Any = tools.invoke("weather in Paris?")
+            return str(text), list(message.tool_calls)
 
-            stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)
-            pieces = [
-                chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices
-            ]
-            assert "".join(pieces) == answer.choices[0].message.content
-
-            def sync_call() -> str | None:
-                with openai.OpenAI(base_url=proxy.base_url, api_key=proxy.key, max_retries=0) as c:
-                    reply = c.chat.completions.create(model=f"groq/{GROQ_MODEL}", messages=USER)
-                    streamed = c.chat.completions.create(model="auto", messages=USER, stream=True)
-                    assert "".join(x.choices[0].delta.content or "" for x in streamed if x.choices)
-                    return reply.choices[0].message.content
-
-            assert await trio.to_thread.run_sync(sync_call) == answer.choices[0].message.content
-            await client.close()
-            assert groq.served == 4
-
-
-async def test_tool_calls_pass_through_streamed_and_not(proxy_factory: Callable[..., Any]) -> None:
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-            client = async_client(proxy)
-            answer = await client.chat.completions.create(
-                model="auto", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
-            )
-            calls = answer.choices[0].message.tool_calls
-            assert calls is not None
-            call = calls[0]
-            assert call.type == "function"
-            assert call.function.name == "get_weather"
-            assert "city" in json.loads(call.function.arguments)
-            assert answer.choices[0].finish_reason == "tool_calls"
-
-            async with client.chat.completions.stream(
-                model="auto", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
-            ) as stream:
-                async for _ in stream:
-                    pass
-                final = await stream.get_final_completion()
-            streamed_calls = final.choices[0].message.tool_calls
-            assert streamed_calls is not None
-            streamed_call = streamed_calls[0]
-            assert streamed_call.function.name == "get_weather"
-            assert json.loads(streamed_call.function.arguments) == json.loads(
-                call.function.arguments
-            )
-            await client.close()
-
-
-async def test_langchain_invokes_and_binds_tools(proxy_factory: Callable[..., Any]) -> None:
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-
-            def chat() -> tuple[str, list[Any]]:
-                llm = ChatOpenAI(
-                    model="auto", base_url=proxy.base_url, api_key=proxy.key, max_retries=0
-                )
-                text = llm.invoke("hello from langchain").content
-                tools = llm.bind_tools([dict(WEATHER_TOOL)], tool_choice="required")
-                message: Any = tools.invoke("weather in Paris?")
-                return str(text), list(message.tool_calls)
-
-            text, tool_calls = await trio.to_thread.run_sync(chat)
-            assert "hello from langchain"[:20] in text
-            assert tool_calls[0]["name"] == "get_weather"
+        text, tool_calls = await trio.to_thread.run_sync(chat)
+        assert "hello from langchain"[:20] in text
+        assert tool_calls[0]["name"] == "get_weather"
 
 
 async def test_a_429_moves_to_the_next_key_with_the_right_headers(
@@ -260,24 +265,20 @@ async def test_a_timeout_moves_to_another_provider(proxy_factory: Callable[..., 
 
 
 async def test_a_client_disconnect_cancels_the_upstream_call(
-    proxy_factory: Callable[..., Any],
+    groq_proxy: Callable[..., Any],
 ) -> None:
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-            groq.faults.always(FaultKind.LATENCY, seconds=30)
-            async with httpx.AsyncClient(timeout=0.5) as client:
-                with pytest.raises(httpx.ReadTimeout):
-                    await client.post(
-                        f"{proxy.base_url}/chat/completions",
-                        headers={"authorization": f"Bearer {proxy.key}"},
-                        json={"model": "auto", "messages": USER},
-                    )
-            await _until(lambda: groq.cancelled >= 1)
-            usage = proxy.runtime.dispatcher.state.ledger.usage[
-                ("groq", _only_key(proxy), GROQ_MODEL)
-            ]
-            assert usage.inflight == 0  # settled the moment it was cancelled
+    async with groq_proxy() as (groq, proxy):
+        groq.faults.always(FaultKind.LATENCY, seconds=30)
+        async with httpx.AsyncClient(timeout=0.5) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(
+                    f"{proxy.base_url}/chat/completions",
+                    headers={"authorization": f"Bearer {proxy.key}"},
+                    json={"model": "auto", "messages": USER},
+                )
+        await _until(lambda: groq.cancelled >= 1)
+        usage = proxy.runtime.dispatcher.state.ledger.usage[("groq", _only_key(proxy), GROQ_MODEL)]
+        assert usage.inflight == 0  # settled the moment it was cancelled
 
 
 async def test_a_restart_keeps_usage_and_cooldowns(
@@ -318,42 +319,38 @@ async def test_a_restart_keeps_usage_and_cooldowns(
 
 
 async def test_bad_input_gets_openai_shaped_errors_naming_the_field(
-    proxy_factory: Callable[..., Any],
+    groq_proxy: Callable[..., Any],
 ) -> None:
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-            client = async_client(proxy)
-            with pytest.raises(openai.BadRequestError) as bad:
-                await client.chat.completions.create(
-                    model="auto",
-                    messages=[{"role": "wizard", "content": "hi"}],  # type: ignore[misc,list-item]
-                )
-            assert bad.value.param == "messages[0].role"
-            with pytest.raises(openai.NotFoundError):
-                await client.chat.completions.create(model="no-such-model", messages=USER)
-            wrong = openai.AsyncOpenAI(
-                base_url=proxy.base_url, api_key="freellm-wrong", max_retries=0
+    async with groq_proxy() as (groq, proxy):
+        client = async_client(proxy)
+        with pytest.raises(openai.BadRequestError) as bad:
+            await client.chat.completions.create(
+                model="auto",
+                messages=[{"role": "wizard", "content": "hi"}],  # type: ignore[misc,list-item]
             )
-            with pytest.raises(openai.AuthenticationError):
-                await wrong.chat.completions.create(model="auto", messages=USER)
-            async with httpx.AsyncClient() as http:
-                too_big = await http.post(
-                    f"{proxy.base_url}/chat/completions",
-                    headers={"x-api-key": proxy.key},
-                    content=b"{" + b" " * (11 * 1024 * 1024) + b"}",
-                )
-                assert too_big.status_code == 413
-                assert too_big.json()["error"]["code"] == "request_too_large"
-                models = await http.get(
-                    f"{proxy.base_url}/models", headers={"authorization": f"Bearer {proxy.key}"}
-                )
-                ids = [m["id"] for m in models.json()["data"]]
-                assert ids[0] == "auto"
-                assert f"groq/{GROQ_MODEL}" in ids
-            assert groq.served == 0
-            await client.close()
-            await wrong.close()
+        assert bad.value.param == "messages[0].role"
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(model="no-such-model", messages=USER)
+        wrong = openai.AsyncOpenAI(base_url=proxy.base_url, api_key="freellm-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.chat.completions.create(model="auto", messages=USER)
+        async with httpx.AsyncClient() as http:
+            too_big = await http.post(
+                f"{proxy.base_url}/chat/completions",
+                headers={"x-api-key": proxy.key},
+                content=b"{" + b" " * (11 * 1024 * 1024) + b"}",
+            )
+            assert too_big.status_code == 413
+            assert too_big.json()["error"]["code"] == "request_too_large"
+            models = await http.get(
+                f"{proxy.base_url}/models", headers={"authorization": f"Bearer {proxy.key}"}
+            )
+            ids = [m["id"] for m in models.json()["data"]]
+            assert ids[0] == "auto"
+            assert f"groq/{GROQ_MODEL}" in ids
+        assert groq.served == 0
+        await client.close()
+        await wrong.close()
 
 
 async def _until(condition: Callable[[], bool], *, within: float = 5.0) -> None:
@@ -373,13 +370,11 @@ def _states(proxy: Proxy) -> dict[str, health.State]:
     return {k: state.health.of("groq", k).state for k in state.topology.keys["groq"]}
 
 
-async def test_llm_comply_openai_chat_suite_passes(proxy_factory: Callable[..., Any]) -> None:
+async def test_llm_comply_openai_chat_suite_passes(groq_proxy: Callable[..., Any]) -> None:
     """The outside conformance check: every applicable openai-chat check passes."""
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        models = groq_models(vision=True, json=True)  # the suite sends an image
-        config = config_text({"groq": groq}, {"groq": models}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-            command = [
+    # The suite sends an image: the model must take one.
+    async with groq_proxy(models=groq_models(vision=True, json=True)) as (_, proxy):
+        command = [
                 str(Path(sys.executable).parent / "llm-comply"),
                 "--format", "openai-chat",
                 "-u", proxy.base_url,
@@ -387,15 +382,13 @@ async def test_llm_comply_openai_chat_suite_passes(proxy_factory: Callable[..., 
                 "-m", "auto",
                 "--json",
             ]  # fmt: skip
-            done = await trio.run_process(command, capture_stdout=True, check=False)
-            report = json.loads(done.stdout)
-            failed = {
-                r["id"]: r.get("errors") for r in report["results"] if r["status"] == "failed"
-            }
-            assert failed == {}
-            skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
-            assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
-            assert report["summary"]["passed"] == report["summary"]["total"] - len(skipped)
+        done = await trio.run_process(command, capture_stdout=True, check=False)
+        report = json.loads(done.stdout)
+        failed = {r["id"]: r.get("errors") for r in report["results"] if r["status"] == "failed"}
+        assert failed == {}
+        skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
+        assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
+        assert report["summary"]["passed"] == report["summary"]["total"] - len(skipped)
 
 
 async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
@@ -423,24 +416,22 @@ async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
 
 
 async def test_unknown_request_fields_reach_an_openai_dialect_provider_untouched(
-    proxy_factory: Callable[..., Any],
+    groq_proxy: Callable[..., Any],
 ) -> None:
-    async with open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq:
-        config = config_text({"groq": groq}, {"groq": groq_models()}, [f"groq/{GROQ_MODEL}"])
-        async with proxy_factory(config, {"groq": ["gsk-1"]}) as proxy:
-            client = async_client(proxy)
-            await client.chat.completions.create(
-                model="auto",
-                messages=USER,
-                seed=7,
-                extra_body={"x_vendor_option": {"depth": 2}, "top_k": 40},
-            )
-            await client.close()
-            sent = groq.requests[-1].body
-            assert sent["x_vendor_option"] == {"depth": 2}
-            assert sent["top_k"] == 40
-            assert sent["seed"] == 7
-            assert sent["model"] == GROQ_MODEL  # the provider's id, not "auto"
+    async with groq_proxy() as (groq, proxy):
+        client = async_client(proxy)
+        await client.chat.completions.create(
+            model="auto",
+            messages=USER,
+            seed=7,
+            extra_body={"x_vendor_option": {"depth": 2}, "top_k": 40},
+        )
+        await client.close()
+        sent = groq.requests[-1].body
+        assert sent["x_vendor_option"] == {"depth": 2}
+        assert sent["top_k"] == 40
+        assert sent["seed"] == 7
+        assert sent["model"] == GROQ_MODEL  # the provider's id, not "auto"
 
 
 async def test_keys_check_reports_each_key_from_the_command_line(
