@@ -118,3 +118,16 @@ def test_never_raises_on_requests_with_odd_fields(body: dict[str, Any]) -> None:
     assert isinstance(
         inspect_request({"model": "auto", "messages": [USER], **body}), ChatShape | BadRequest
     )
+
+
+def test_a_named_tool_choice_is_accepted() -> None:
+    tool = {"type": "function", "function": {"name": "f"}}
+    named = {"type": "function", "function": {"name": "f"}}
+    assert shape(tools=[tool], tool_choice=named).tools
+
+
+@pytest.mark.parametrize("choice", [{"type": "function"}, ["auto"], 3, {"function": "f"}])
+def test_a_malformed_tool_choice_is_named(choice: Any) -> None:
+    result = inspect_request({"model": "auto", "messages": [USER], "tool_choice": choice})
+    assert isinstance(result, BadRequest)
+    assert result.param == "tool_choice"

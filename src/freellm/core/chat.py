@@ -113,7 +113,7 @@ def inspect_request(body: object) -> ChatShape | BadRequest:
         if problem_ is not None:
             return problem_
     choice = body.get("tool_choice")
-    if choice is not None and choice not in TOOL_CHOICES:
+    if choice is not None and not (isinstance(choice, str) and choice in TOOL_CHOICES):
         function = choice.get("function") if isinstance(choice, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             return BadRequest(
