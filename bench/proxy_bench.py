@@ -16,9 +16,9 @@ Then, straight to the fake (the baseline) and through freellm:
 3. freellm's RSS (``VmRSS``) idle after start-up and its peak under the concurrency-32 load;
 4. the latency freellm adds (through minus direct) at p50, concurrency 1.
 
-It also reads both servers' CPU time (``/proc/<pid>/stat``) around every phase: freellm's CPU
-milliseconds per request, and how busy the fake was, which says whether the upstream, rather than
-freellm, limited a phase.
+It also reads the CPU time of freellm, the fake (``/proc/<pid>/stat``) and the generator around
+every phase: freellm's CPU milliseconds per request, and whether freellm or the upstream side
+(the fake and the generator, on one CPU) was saturated, i.e. which of them limited the phase.
 
 The load generator is ``wrk`` when it is on PATH (C, one thread, keep-alive; a Lua script sets the
 POST body and prints the percentiles); else a load generator of our own on trio's raw sockets,
@@ -45,6 +45,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -70,6 +71,7 @@ MAX_TOKENS: Final = 16
 STARTUP_TIMEOUT_S: Final = 20.0
 IDLE_SETTLE_S: Final = 1.5  # after /readyz, before reading the idle RSS: start-up work settles
 RSS_SAMPLE_S: Final = 0.05
+SATURATED_PCT: Final = 90.0  # a CPU this busy over a phase limited it
 PROXY_CPU: Final = 0
 UPSTREAM_CPU: Final = 1  # the fake and the load generator
 
@@ -621,6 +623,8 @@ def start_servers(
     run_cli([*freellm, "keys", "add", flavor.provider, UPSTREAM_SECRET, *common], env)
     unified_key = run_cli([*freellm, "token", *common], env).strip()
 
+    # Compile whatever bytecode is stale first: compiling at start-up would inflate the idle RSS.
+    run_cli([sys.executable, "-c", "import freellm.cli, freellm.web.server"], env)
     serve_out = tmp / "serve.log"
     argv = [*taskset(pin, PROXY_CPU), *freellm, "serve", *common, "--host", "127.0.0.1"]
     proxy = children.spawn([*argv, "--port", "0"], output=serve_out, env=env)
@@ -649,21 +653,42 @@ def start_servers(
 # --- the run -------------------------------------------------------------------------------------
 
 
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of its children waited for (wrk): the load generator."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 @attrs.frozen
 class Row:
+    """One phase, with the CPU seconds each party spent over its ``wall_s`` seconds."""
+
     case: str
+    concurrency: int
     measured: Measured
-    proxy_cpu_s: float | None  # freellm's CPU seconds over the phase (None: not involved)
+    wall_s: float
+    proxy_cpu_s: float | None  # None: freellm had no part in the phase
     fake_cpu_s: float
+    generator_cpu_s: float
+    pinned: bool  # the fake and the generator share one CPU
     notes: str = ""
 
     def data(self) -> dict[str, Any]:
         m = self.measured
-        per_request = (
-            self.proxy_cpu_s / m.requests * 1000
-            if self.proxy_cpu_s is not None and m.requests
-            else None
-        )
+
+        def pct(seconds: float) -> float:
+            return round(100 * seconds / self.wall_s, 1)
+
+        proxy = self.proxy_cpu_s
+        notes = [self.notes] if self.notes else []
+        if self.concurrency > 1:  # one client at a time keeps some CPU busy by definition
+            if proxy is not None and pct(proxy) >= SATURATED_PCT:
+                notes.append("freellm CPU-bound")
+            if self.pinned and pct(self.fake_cpu_s + self.generator_cpu_s) >= SATURATED_PCT:
+                notes.append("fake + generator CPU saturated")
         return {
             "case": self.case,
             "p50_ms": round(m.p50_ms, 3),
@@ -672,23 +697,32 @@ class Row:
             "requests": m.requests,
             "errors": m.errors,
             "seconds": round(m.seconds, 2),
-            "freellm_cpu_ms_per_request": None if per_request is None else round(per_request, 3),
-            "freellm_cpu_pct": None
-            if self.proxy_cpu_s is None
-            else round(100 * self.proxy_cpu_s / m.seconds, 1),
-            "upstream_cpu_pct": round(100 * self.fake_cpu_s / m.seconds, 1) if m.seconds else None,
-            "notes": self.notes,
+            "freellm_cpu_ms_per_request": (
+                round(proxy / m.requests * 1000, 3) if proxy is not None and m.requests else None
+            ),
+            "freellm_cpu_pct": None if proxy is None else pct(proxy),
+            "upstream_cpu_pct": pct(self.fake_cpu_s),
+            "generator_cpu_pct": pct(self.generator_cpu_s),
+            "notes": "; ".join(notes),
         }
 
 
 def measure(
-    setup: Servers, case: str, through_proxy: bool, run: Callable[[], Measured], notes: str = ""
+    setup: Servers,
+    case: str,
+    concurrency: int,
+    through_proxy: bool,
+    run: Callable[[], Measured],
+    notes: str = "",
 ) -> Row:
-    proxy_before, fake_before = cpu_seconds(setup.proxy_pid), cpu_seconds(setup.fake_pid)
+    proxy, fake, own = cpu_seconds(setup.proxy_pid), cpu_seconds(setup.fake_pid), own_cpu_seconds()
+    began = time.perf_counter()
     measured = run()
-    proxy_cpu = cpu_seconds(setup.proxy_pid) - proxy_before
-    fake_cpu = cpu_seconds(setup.fake_pid) - fake_before
-    return Row(case, measured, proxy_cpu if through_proxy else None, fake_cpu, notes)
+    wall = time.perf_counter() - began
+    proxy = cpu_seconds(setup.proxy_pid) - proxy
+    fake, own = cpu_seconds(setup.fake_pid) - fake, own_cpu_seconds() - own
+    proxy_cpu = proxy if through_proxy else None
+    return Row(case, concurrency, measured, wall, proxy_cpu, fake, own, setup.pin, notes)
 
 
 def bench(
@@ -722,22 +756,23 @@ def bench(
     peak = PeakRss(setup.proxy_pid)
     rows: list[Row] = []
 
-    def phase(case: str, through_proxy: bool, run: Callable[[], Measured], notes: str = "") -> Row:
+    def phase(endpoint: Endpoint, concurrency: int, *, stream: bool = False) -> Row:
+        case = f"{endpoint.name}{' stream' if stream else ''} c={concurrency}"
         log(f"{case} ...")
-        row = measure(setup, case, through_proxy, run, notes)
+        if stream:
+            run = partial(first_byte, endpoint, stream_duration)
+            row = measure(setup, case, 1, endpoint is proxy, run, "time to first SSE data event")
+        else:
+            run = partial(generator.run, endpoint, concurrency, duration)
+            row = measure(setup, case, concurrency, endpoint is proxy, run)
         rows.append(row)
         return row
 
-    direct_1 = phase("direct   c=1", False, lambda: generator.run(direct, 1, duration))
-    proxy_1 = phase("freellm  c=1", True, lambda: generator.run(proxy, 1, duration))
-    phase(f"direct   c={c}", False, lambda: generator.run(direct, c, duration))
+    direct_1, proxy_1 = phase(direct, 1), phase(proxy, 1)
+    phase(direct, c)
     with peak.sampling():
-        proxy_c = phase(f"freellm  c={c}", True, lambda: generator.run(proxy, c, duration))
-    ttfb = "time to first SSE data event"
-    direct_s = phase(
-        "direct   stream c=1", False, lambda: first_byte(direct, stream_duration), ttfb
-    )
-    proxy_s = phase("freellm  stream c=1", True, lambda: first_byte(proxy, stream_duration), ttfb)
+        proxy_c = phase(proxy, c)
+    direct_s, proxy_s = phase(direct, 1, stream=True), phase(proxy, 1, stream=True)
 
     time.sleep(IDLE_SETTLE_S)
     after_kib = proc_status_kib(setup.proxy_pid, "VmRSS")
@@ -811,7 +846,9 @@ def table(result: dict[str, Any]) -> str:
                 f"freellm CPU {case['freellm_cpu_ms_per_request']:.2f} ms/req "
                 f"({case['freellm_cpu_pct']:.0f}% of a core)"
             )
-        notes.append(f"fake CPU {case['upstream_cpu_pct']:.0f}%")
+        notes.append(
+            f"fake CPU {case['upstream_cpu_pct']:.0f}%, generator {case['generator_cpu_pct']:.0f}%"
+        )
         if case["notes"]:
             notes.append(case["notes"])
         lines.append(
@@ -865,8 +902,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def hold(args: argparse.Namespace, setup: Servers, tmp: Path) -> None:
+    """Print how to reach both servers (and load them with wrk), then wait for a signal."""
+    wrk = " ".join([*taskset(setup.pin, UPSTREAM_CPU), "wrk", "-t1", f"-c{args.concurrency}"])
+    for endpoint, pid in ((setup.direct, setup.fake_pid), (setup.proxy, setup.proxy_pid)):
+        script = wrk_script(endpoint, tmp)
+        print(f"{endpoint.name} (pid {pid}): {endpoint.url} model {endpoint.model}")
+        print(f"  {wrk} -d{round(args.duration)}s -s {script} {endpoint.url}")
+    print(f"unified key: {setup.proxy.token}; Ctrl-C stops everything", flush=True)
+    signal.pause()
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # the same way out as Ctrl-C: through every `finally`
+    # The same way out as Ctrl-C: inside trio.run, trio's own SIGINT handler raises
+    # KeyboardInterrupt where it is safe; elsewhere Python's does.
+    signal.raise_signal(signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -878,6 +928,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[bench] {message}", file=sys.stderr, flush=True)
 
+    # Ctrl-C and SIGTERM both leave through every `finally` (even where SIGINT was inherited
+    # ignored, as in a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     tmp = Path(tempfile.mkdtemp(prefix="freellm-bench-"))
@@ -885,26 +938,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup = start_servers(args.flavor, tmp, children, pin, log)
         if args.hold:
-            for endpoint, pid in ((setup.direct, setup.fake_pid), (setup.proxy, setup.proxy_pid)):
-                script = wrk_script(endpoint, tmp)
-                print(
-                    f"{endpoint.name} (pid {pid}): {endpoint.url} model {endpoint.model}\n"
-                    f"  wrk -t1 -c{args.concurrency} -d{round(args.duration)}s -s {script} "
-                    f"{endpoint.url}",
-                    flush=True,
-                )
-            print(f"unified key: {setup.proxy.token}; Ctrl-C stops everything", flush=True)
-            signal.pause()
+            hold(args, setup, tmp)
             return 0
         result = bench(args, setup, tmp, log)
         print(json.dumps(result, indent=2) if args.json else table(result), flush=True)
         return 0
-    except KeyboardInterrupt:
-        log("interrupted; stopping")
-        return 130
     except RuntimeError as exc:
         log(f"failed: {exc}")
         return 1
+    except BaseException as exc:
+        # Ctrl-C arrives bare, or inside trio.run wrapped in the nursery's exception group.
+        rest = exc.split(KeyboardInterrupt)[1] if isinstance(exc, BaseExceptionGroup) else exc
+        if rest is not None and not isinstance(rest, KeyboardInterrupt):
+            raise
+        log("interrupted; stopping")
+        return 130
     finally:
         children.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
