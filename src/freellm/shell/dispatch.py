@@ -386,8 +386,7 @@ class _Run:
         try:
             self._succeeded(slot, None)
             await start(200, self._headers(slot, len(self.attempts), stream=True))
-            for piece in first:
-                await send(piece)
+            await send(b"".join(first))
             idle = self.d.upstreams.timeouts.idle
             # Read to the end of the body, past [DONE]: the body ends right after it, and an
             # iterator left unfinished would be finalised by the garbage collector instead.
@@ -403,9 +402,13 @@ class _Run:
                     break
                 if not fold_.done:
                     events = decoder.close() if data is None else decoder.feed(data)
-                    for event in events:
-                        for piece in fold_.step(event):
-                            await send(piece)
+                    pieces: list[bytes] = []
+                    try:
+                        for event in events:
+                            pieces += fold_.step(event)
+                    finally:  # one write for what one read carried, even up to an error event
+                        if pieces:
+                            await send(b"".join(pieces))
                 if data is None:
                     break
             if fold_.done:

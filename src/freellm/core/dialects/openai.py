@@ -12,8 +12,9 @@ the usage chunk when the client did not ask for it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -93,6 +94,9 @@ def _normalize_content(message: dict[str, Any], key: str) -> None:
         message[key] = ""
 
 
+_STREAMED_TEXT: Final = re.compile(r'"(?:content|arguments)":\s*"((?:[^"\\]|\\.)*)"')
+
+
 class StreamError(Exception):
     """The provider reported an error inside a stream; ``message`` says what it said."""
 
@@ -130,13 +134,17 @@ class StreamFold:
             if event.event == "error" or error is not None:
                 message = error.get("message") if isinstance(error, dict) else None
                 raise StreamError(str(message or data)[:500], data)
-        if '"usage"' in data or '"content"' in data or "tool_calls" in data:
+        if '"usage"' in data or '"content":[' in data:
             try:
                 chunk = json.loads(data)
             except ValueError:
                 chunk = None
             if isinstance(chunk, dict):
                 return self._chunk(chunk, data)
+        # The common chunk passes through unparsed; its text is measured with a regex, in case
+        # the stream breaks before the provider reports usage.
+        for match in _STREAMED_TEXT.finditer(data):
+            self.completion_chars += len(match.group(1))
         self.chunks += 1
         return [b"data: " + data.encode() + b"\n\n"]
 
