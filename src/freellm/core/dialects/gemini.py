@@ -787,7 +787,8 @@ class _Cleaner:
         out["properties"] = cleaned
         required = schema.get("required")
         if isinstance(required, list):
-            kept = [name for name in dict.fromkeys(required) if name in cleaned]
+            names = (name for name in required if isinstance(name, str))
+            kept = [name for name in dict.fromkeys(names) if name in cleaned]
             if kept:
                 out["required"] = kept
         if self.ordering and len(cleaned) > 1:
