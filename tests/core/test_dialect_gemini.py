@@ -1220,5 +1220,9 @@ def test_translating_any_valid_body_never_raises_and_gemini_accepts_it(
 
 def test_a_required_list_holding_non_names_is_cleaned_not_fatal() -> None:
     # Found by Hypothesis in CI: `required` entries that are not strings (here a list).
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": [[], "city"]}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": [[], "city"],
+    }
     assert clean_schema(schema)["required"] == ["city"]
