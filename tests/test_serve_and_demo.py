@@ -83,3 +83,28 @@ async def test_demo_answers_the_curl_it_prints() -> None:
         assert answer.json()["choices"][0]["message"]["content"] == "fake-groq says: Hello!"
     finally:
         assert await stop(process) == 0
+
+
+SERVER_MODULES = """
+import sys, trio
+from pathlib import Path
+from freellm.shell.runtime import open_runtime
+
+async def main():
+    env = {"ENCRYPTION_KEY": "ab" * 32}
+    async with open_runtime(Path(sys.argv[1]), None, env=env, probes=False) as runtime:
+        loaded = "cryptography" in sys.modules
+        print(len(runtime.dispatcher.secrets), runtime.unified_key[:8], loaded)
+
+trio.run(main)
+"""
+
+
+async def test_the_server_opens_secrets_without_loading_openssl_bindings(tmp_path: Path) -> None:
+    """cryptography's ~6.5 MB stay out of the server: a helper process opens the secrets."""
+    env = {**os.environ, "ENCRYPTION_KEY": "ab" * 32, "FREELLM_DATA_DIR": str(tmp_path)}
+    await trio.run_process([*FREELLM, "keys", "add", "groq", "gsk-example"], env=env)
+    done = await trio.run_process(
+        [sys.executable, "-c", SERVER_MODULES, str(tmp_path)], capture_stdout=True, env=env
+    )
+    assert done.stdout.decode().split() == ["1", "freellm-", "False"]

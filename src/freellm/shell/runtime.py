@@ -29,6 +29,7 @@ from freellm.shell.probes import PROBE_INTERVAL_S, run_probes
 from freellm.shell.secrets import Vault, load_master_key, new_unified_key, unified_key_matches
 from freellm.shell.store import AttemptRecord, KeyRecord, RequestRecord, Store, open_store
 from freellm.shell.upstream import ADAPTERS, Timeouts, Upstreams, open_upstreams
+from freellm.shell.vault_process import RemoteVault
 
 __all__ = ["Runtime", "open_runtime", "read_unified_key"]
 
@@ -42,7 +43,7 @@ class Runtime:
     dispatcher: Dispatcher
     metrics: Metrics
     store: Store
-    vault: Vault
+    vault: RemoteVault
     upstreams: Upstreams
     unified_key: str = attrs.field(repr=False)
     created_unified_key: bool = False
@@ -65,12 +66,11 @@ class Runtime:
     async def reload_keys(self) -> None:
         """Pick up keys added, removed, enabled or disabled in the store (by the CLI, say)."""
         records = await self.store.list_keys()
-        secrets = {}
-        for record in records:
-            if record.enabled:
-                secrets[record.id] = self.dispatcher.secrets.get(record.id) or self.vault.unseal(
-                    record.id, record.provider, record.sealed
-                )
+        known = self.dispatcher.secrets
+        new = [r for r in records if r.enabled and r.id not in known]
+        opened = await self.vault.unseal_many([(r.id, r.provider, r.sealed) for r in new])
+        secrets = {r.id: known[r.id] for r in records if r.enabled and r.id in known}
+        secrets.update(zip((r.id for r in new), opened, strict=True))
         topology = self.dispatcher.state.topology
         keys = _key_table(records, topology.catalog)
         if keys != {p: list(ids) for p, ids in topology.keys.items() if ids}:
@@ -131,13 +131,21 @@ def _key_table(records: list[KeyRecord], catalog: Catalog) -> dict[str, list[str
     return keys
 
 
-async def read_unified_key(store: Store, vault: Vault) -> tuple[str, bool]:
+async def read_unified_key(store: Store, vault: Vault | RemoteVault) -> tuple[str, bool]:
     """The unified key, made and stored (sealed) on first use; and whether it was just made."""
     sealed = await store.get_setting(UNIFIED_KEY_SETTING)
     if sealed is not None:
-        return vault.unseal(UNIFIED_KEY_ID, "freellm", bytes.fromhex(sealed)), False
+        blob = bytes.fromhex(sealed)
+        if isinstance(vault, RemoteVault):
+            (key,) = await vault.unseal_many([(UNIFIED_KEY_ID, "freellm", blob)])
+            return key, False
+        return vault.unseal(UNIFIED_KEY_ID, "freellm", blob), False
     key = new_unified_key()
-    await store.set_setting(UNIFIED_KEY_SETTING, vault.seal(UNIFIED_KEY_ID, "freellm", key).hex())
+    if isinstance(vault, RemoteVault):
+        blob = await vault.seal(UNIFIED_KEY_ID, "freellm", key)
+    else:
+        blob = vault.seal(UNIFIED_KEY_ID, "freellm", key)
+    await store.set_setting(UNIFIED_KEY_SETTING, blob.hex())
     return key, True
 
 
@@ -166,7 +174,7 @@ async def open_runtime(
     not open the stored secrets: start-up stops with that message.
     """
     catalog = load_catalog(config_path)
-    vault = Vault(load_master_key(data_dir, env.get("ENCRYPTION_KEY")))
+    vault = RemoteVault(load_master_key(data_dir, env.get("ENCRYPTION_KEY")))
     async with (
         open_store(data_dir / "freellm.db") as store,
         open_upstreams(catalog, timeouts) as upstreams,
@@ -174,7 +182,9 @@ async def open_runtime(
         unified_key, created = await read_unified_key(store, vault)
         catalog = await with_user_chain(catalog, store)
         records = await store.list_keys()
-        secrets = {r.id: vault.unseal(r.id, r.provider, r.sealed) for r in records if r.enabled}
+        enabled = [r for r in records if r.enabled]
+        opened = await vault.unseal_many([(r.id, r.provider, r.sealed) for r in enabled])
+        secrets = dict(zip((r.id for r in enabled), opened, strict=True))
         state = RouterState(Topology(catalog, _key_table(records, catalog)))
         saved = await store.load_state("router")
         if saved is not None:

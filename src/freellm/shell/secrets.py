@@ -27,9 +27,6 @@ import secrets
 from pathlib import Path
 from typing import Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 __all__ = [
     "KEY_FILE",
     "SecretsError",
@@ -173,6 +170,10 @@ class Vault:
         such keys; anything else is a broken caller)."""
         if len(master_key) != MASTER_KEY_BYTES:
             raise ValueError(f"a master key has {MASTER_KEY_BYTES} bytes, not {len(master_key)}")
+        # Imported here, not at module level: OpenSSL's bindings cost ~6.5 MB of RSS, and the
+        # server never loads them (it opens secrets in a helper process: shell/vault_process.py).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(master_key)
 
     def __repr__(self) -> str:
@@ -193,6 +194,8 @@ class Vault:
         """
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise SecretsError(_CANNOT_DECRYPT)
+        from cryptography.exceptions import InvalidTag
+
         nonce, sealed = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
         try:
             plain = self._aead.decrypt(nonce, sealed, _associated(key_id, provider))
