@@ -236,7 +236,10 @@ class _Run:
 
     def _admit(self, slot: Slot) -> Ticket | None:
         d = self.d
-        admitted = self.plan.admit(d.state, slot, now=d.clock())
+        # The first candidate comes with no await since the plan was made: the plan's own time
+        # lets it count the reservation without checking it again.
+        now = self.started if not self.attempts else d.clock()
+        admitted = self.plan.admit(d.state, slot, now=now)
         if isinstance(admitted, Refusal):
             self.plan.refused(slot, admitted)
             return None
@@ -250,22 +253,17 @@ class _Run:
 
         A successful stream (``keep_open``) is settled later, by :meth:`_relay`.
         """
-        slot = ticket.slot
         began = self.d.clock()
-        settled = False
         try:
             result = await call
-            streaming = keep_open and result.outcome.kind is Kind.SUCCESS
-            if not streaming:
-                self._record(ticket, result.outcome, result.usage, began)
-                settled = True
-            else:
-                settled = True  # _relay owns the ticket from here
-            self.plan.after(slot, result.outcome)
-            return result
-        finally:
-            if not settled:  # cancelled or crashed: settle with no I/O, then let it propagate
-                self._record(ticket, Outcome(Kind.CANCELLED), None, began)
+        except BaseException:
+            # Cancelled (the client went away) or crashed: settle with no I/O, and let it go on.
+            self._record(ticket, Outcome(Kind.CANCELLED), None, began)
+            raise
+        if not (keep_open and result.outcome.kind is Kind.SUCCESS):
+            self._record(ticket, result.outcome, result.usage, began)
+        self.plan.after(ticket.slot, result.outcome)
+        return result
 
     def _record(self, ticket: Ticket, outcome: Outcome, usage: Usage | None, began: float) -> None:
         d = self.d
