@@ -108,3 +108,22 @@ async def test_the_server_opens_secrets_without_loading_openssl_bindings(tmp_pat
         [sys.executable, "-c", SERVER_MODULES, str(tmp_path)], capture_stdout=True, env=env
     )
     assert done.stdout.decode().split() == ["1", "freellm-", "False"]
+
+
+async def test_a_port_in_use_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "ENCRYPTION_KEY": "ab" * 32, "FREELLM_DATA_DIR": str(tmp_path)}
+        done = await trio.run_process(
+            [*FREELLM, "serve", "--port", str(port)],
+            env=env,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 2
+    message = done.stderr.decode()
+    assert message.startswith("freellm: ")
+    assert "Traceback" not in message
+    assert "in use" in message

@@ -113,11 +113,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS[(args.command, getattr(args, "action", None))]
     try:
         return trio.run(command, args)
-    except (ConfigError, SecretsError, Failed) as exc:
-        print(f"freellm: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        # Errors from inside the server's nurseries arrive wrapped in exception groups.
+        problem = _user_facing(exc)
+        if problem is None:
+            raise
+        print(f"freellm: {problem}", file=sys.stderr)
+        return 2
+
+
+def _user_facing(exc: BaseException) -> BaseException | None:
+    """The error a user can act on (bad config or key, a port in use), unwrapped, if that is
+    what ``exc`` is; ``None`` for anything else (a bug: let its traceback show)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, ConfigError | SecretsError | Failed | OSError):
+        return exc
+    return None
 
 
 # --- serve ------------------------------------------------------------------------------------

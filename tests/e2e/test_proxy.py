@@ -20,6 +20,7 @@ from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
 from freellm.core import health, ledger
+from freellm.shell.secrets import Vault
 from freellm.shell.upstream import Timeouts
 from freellm.sim.fakes import FakeCaps, FakeProvider, FaultKind, open_fake_provider
 
@@ -453,3 +454,23 @@ async def test_keys_check_reports_each_key_from_the_command_line(
         assert done.returncode == 1  # one key is not healthy
         assert sorted(line.split()[2] for line in lines) == ["healthy", "invalid"]
         assert "bad" not in done.stdout.decode().replace("(401: the provider refused the key)", "")
+
+
+async def test_a_key_sealed_with_another_encryption_key_stays_out_and_the_server_runs_on(
+    groq_proxy: Callable[..., Any],
+) -> None:
+    async with groq_proxy() as (_, proxy):
+        runtime = proxy.runtime
+        foreign = Vault(bytes.fromhex("77" * 32))
+        record = await runtime.store.add_key(
+            "groq", "", lambda key_id: foreign.seal(key_id, "groq", "gsk-elsewhere")
+        )
+        await runtime.reload_keys()
+        await runtime.reload_keys()  # not tried again
+        assert record.id in runtime.unopenable
+        assert record.id not in runtime.dispatcher.state.topology.keys["groq"]
+        assert record.id not in runtime.dispatcher.secrets
+        client = async_client(proxy)
+        answer = await client.chat.completions.create(model="auto", messages=USER)
+        assert answer.choices[0].message.content
+        await client.close()

@@ -26,7 +26,13 @@ from freellm.shell.config import load_catalog
 from freellm.shell.dispatch import Dispatcher, RequestLog
 from freellm.shell.metrics import Metrics
 from freellm.shell.probes import PROBE_INTERVAL_S, run_probes
-from freellm.shell.secrets import Vault, load_master_key, new_unified_key, unified_key_matches
+from freellm.shell.secrets import (
+    SecretsError,
+    Vault,
+    load_master_key,
+    new_unified_key,
+    unified_key_matches,
+)
 from freellm.shell.store import AttemptRecord, KeyRecord, RequestRecord, Store, open_store
 from freellm.shell.upstream import ADAPTERS, Timeouts, Upstreams, open_upstreams
 from freellm.shell.vault_process import RemoteVault
@@ -49,6 +55,7 @@ class Runtime:
     created_unified_key: bool = False
     ready: bool = False
     clock: Callable[[], float] = time.time
+    unopenable: set[str] = attrs.field(factory=set)  # key ids this vault cannot open
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether the request carries the unified key (Bearer or ``x-api-key``), compared in
@@ -64,19 +71,36 @@ class Runtime:
         return unified_key_matches(given, self.unified_key)
 
     async def reload_keys(self) -> None:
-        """Pick up keys added, removed, enabled or disabled in the store (by the CLI, say)."""
+        """Pick up keys added, removed, enabled or disabled in the store (by the CLI, say).
+
+        A new key that this server's encryption key cannot open (the CLI ran with another one)
+        stays out of routing and is not tried again; the server keeps running.
+        """
         records = await self.store.list_keys()
+        catalog = self.dispatcher.state.catalog
+        wanted = {key for ids in _key_table(records, catalog).values() for key in ids}
         known = self.dispatcher.secrets
-        new = [r for r in records if r.enabled and r.id not in known]
-        opened = await self.vault.unseal_many([(r.id, r.provider, r.sealed) for r in new])
-        secrets = {r.id: known[r.id] for r in records if r.enabled and r.id in known}
-        secrets.update(zip((r.id for r in new), opened, strict=True))
-        topology = self.dispatcher.state.topology
-        keys = _key_table(records, topology.catalog)
-        if keys != {p: list(ids) for p, ids in topology.keys.items() if ids}:
-            self.dispatcher.secrets = secrets
-            state = self.dispatcher.state
-            self.dispatcher.state = attrs.evolve(state, topology=Topology(topology.catalog, keys))
+        opened: dict[str, str] = {}
+        for record in records:  # one at a time: a key that does not open must not hide others
+            if record.id not in wanted or record.id in known or record.id in self.unopenable:
+                continue
+            try:
+                (opened[record.id],) = await self.vault.unseal_many(
+                    [(record.id, record.provider, record.sealed)]
+                )
+            except SecretsError:
+                self.unopenable.add(record.id)
+        secrets = {key: known[key] for key in wanted if key in known} | opened
+        keys = {
+            provider: [key for key in ids if key in secrets]
+            for provider, ids in _key_table(records, catalog).items()
+        }
+        keys = {provider: ids for provider, ids in keys.items() if ids}
+        # No await from here on: read the state and replace it in one step.
+        state = self.dispatcher.state
+        self.dispatcher.secrets = secrets
+        if keys != {p: list(ids) for p, ids in state.topology.keys.items() if ids}:
+            self.dispatcher.state = attrs.evolve(state, topology=Topology(state.catalog, keys))
 
     def snapshot(self) -> dict[str, Any]:
         state = self.dispatcher.state
