@@ -366,11 +366,6 @@ def _only_key(proxy: Proxy) -> str:
     return key
 
 
-def _states(proxy: Proxy) -> dict[str, health.State]:
-    state = proxy.runtime.dispatcher.state
-    return {k: state.health.of("groq", k).state for k in state.topology.keys["groq"]}
-
-
 async def test_llm_comply_openai_chat_suite_passes(groq_proxy: Callable[..., Any]) -> None:
     """The outside conformance check: every applicable openai-chat check passes."""
     # The suite sends an image: the model must take one.
@@ -474,3 +469,20 @@ async def test_a_key_sealed_with_another_encryption_key_stays_out_and_the_server
         answer = await client.chat.completions.create(model="auto", messages=USER)
         assert answer.choices[0].message.content
         await client.close()
+
+
+async def test_a_removed_key_leaves_routing_and_its_health_goes(
+    groq_proxy: Callable[..., Any],
+) -> None:
+    async with groq_proxy() as (_, proxy):
+        client = async_client(proxy)
+        await client.chat.completions.create(model="auto", messages=USER)
+        await client.close()
+        runtime = proxy.runtime
+        key = _only_key(proxy)
+        assert runtime.dispatcher.state.health.of("groq", key).state is health.State.HEALTHY
+        assert await runtime.store.remove_key(key)
+        await runtime.reload_keys()
+        state = runtime.dispatcher.state
+        assert dict(state.topology.keys) == {}
+        assert ("groq", key) not in state.health.keys

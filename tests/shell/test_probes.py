@@ -9,7 +9,7 @@ import trio
 
 from freellm.core import health
 from freellm.core.catalog import Catalog, apply_config
-from freellm.shell.probes import PROBE_INTERVAL_S, keys_due, probe_key, probe_url, run_probes
+from freellm.shell.probes import PROBE_INTERVAL_S, is_due, probe_key, probe_url, run_probes
 from freellm.shell.upstream import open_upstreams
 from freellm.sim.fakes import FakeCaps, FaultKind, open_fake_provider
 
@@ -72,8 +72,10 @@ def test_probe_urls_follow_each_providers_check() -> None:
 
 
 def test_a_key_is_due_when_never_checked_or_checked_long_enough_ago() -> None:
-    checked = {("groq", "a"): None, ("groq", "b"): 1000.0, ("groq", "c"): 1100.0}
-    assert keys_due(checked, 1000.0 + PROBE_INTERVAL_S) == [("groq", "a"), ("groq", "b")]
+    now = 1000.0 + PROBE_INTERVAL_S
+    assert is_due(None, now)
+    assert is_due(1000.0, now)
+    assert not is_due(1100.0, now)
 
 
 async def test_the_loop_probes_due_keys_one_at_a_time_on_a_jittered_tick(

@@ -9,7 +9,7 @@ overridden in the config (a fake provider, a proxy) is always checked with ``GET
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Final
 
 import httpx
@@ -19,7 +19,7 @@ from freellm.core import health
 from freellm.core.catalog import AuthStyle, Dialect, ProviderSpec
 from freellm.shell.upstream import Upstreams
 
-__all__ = ["PROBE_INTERVAL_S", "probe_key", "probe_url", "run_probes"]
+__all__ = ["PROBE_INTERVAL_S", "is_due", "probe_key", "probe_url", "run_probes"]
 
 PROBE_INTERVAL_S: Final = 300.0  # at most one probe per key this often
 PROBE_TIMEOUT_S: Final = 15.0
@@ -103,6 +103,6 @@ async def run_probes(
         await trio.sleep(tick * (0.75 + jitter.random() / 2))
 
 
-def keys_due(checked: Mapping[tuple[str, str], float | None], now: float) -> list[tuple[str, str]]:
-    """The keys never checked or last checked :data:`PROBE_INTERVAL_S` ago or more."""
-    return [key for key, at in checked.items() if at is None or now - at >= PROBE_INTERVAL_S]
+def is_due(checked_at: float | None, now: float) -> bool:
+    """Whether a key never checked, or last checked at ``checked_at``, should be probed now."""
+    return checked_at is None or now - checked_at >= PROBE_INTERVAL_S

@@ -25,7 +25,7 @@ from freellm.core.router import RouterState, Topology
 from freellm.shell.config import load_catalog
 from freellm.shell.dispatch import Dispatcher, RequestLog
 from freellm.shell.metrics import Metrics
-from freellm.shell.probes import PROBE_INTERVAL_S, run_probes
+from freellm.shell.probes import is_due, run_probes
 from freellm.shell.secrets import (
     SecretsError,
     Vault,
@@ -100,7 +100,14 @@ class Runtime:
         state = self.dispatcher.state
         self.dispatcher.secrets = secrets
         if keys != {p: list(ids) for p, ids in state.topology.keys.items() if ids}:
-            self.dispatcher.state = attrs.evolve(state, topology=Topology(state.catalog, keys))
+            present = {record.id for record in records}
+            health = state.health
+            for provider, key in list(health.keys.keys()):
+                if key not in present:  # removed from the store: its health goes too
+                    health = health_.forget(health, provider, key)
+            self.dispatcher.state = attrs.evolve(
+                state, topology=Topology(state.catalog, keys), health=health
+            )
 
     def snapshot(self) -> dict[str, Any]:
         state = self.dispatcher.state
@@ -266,9 +273,7 @@ async def _probe(
             spec = state.catalog.providers[provider_id]
             for key_id in key_ids:
                 checked = state.health.of(provider_id, key_id).checked_at
-                if (checked is None or now - checked >= PROBE_INTERVAL_S) and (
-                    key_id in dispatcher.secrets
-                ):
+                if is_due(checked, now) and key_id in dispatcher.secrets:
                     found.append((spec, key_id, dispatcher.secrets[key_id]))
         return found
 
