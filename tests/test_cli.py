@@ -109,14 +109,17 @@ def test_the_console_script_entry_point_runs() -> None:
     assert done.stdout.startswith("freellm ")
 
 
-def test_a_key_of_a_dialect_not_translated_yet_is_stored_with_a_note(
+def test_a_key_of_a_native_dialect_provider_is_stored_and_listed(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, err = run(capsys, "keys", "add", "google", "AIza-not-a-real-key-0123456789")
-    assert status == 0
+    secret = "AIza-not-a-real-key-0123456789"
+    status, out, err = run(capsys, "keys", "add", "google", secret)
+    assert (status, err) == (0, "")
     assert out.startswith("added k_")
-    assert "native gemini dialect" in err
-    assert "not used for routing" in err
+    status, out, _ = run(capsys, "keys", "list")
+    assert status == 0
+    assert "google" in out
+    assert secret not in out
 
 
 def test_an_encryption_key_that_cannot_open_the_secrets_stops_with_that_message(

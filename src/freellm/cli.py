@@ -30,7 +30,7 @@ from freellm.shell.probes import probe_key
 from freellm.shell.runtime import open_runtime, read_unified_key, with_user_chain
 from freellm.shell.secrets import SecretsError, Vault, load_master_key, new_unified_key
 from freellm.shell.store import open_store
-from freellm.shell.upstream import ADAPTERS, open_upstreams
+from freellm.shell.upstream import open_upstreams
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3001
@@ -272,13 +272,6 @@ async def keys_add(args: argparse.Namespace) -> int:
             args.provider, args.label, lambda key_id: vault.seal(key_id, args.provider, secret)
         )
         print(f"added {record.id} ({args.provider}{', ' + args.label if args.label else ''})")
-        dialect = catalog.providers[args.provider].dialect
-        if dialect not in ADAPTERS:
-            print(
-                f"note: {args.provider} speaks the native {dialect.value} dialect, which this "
-                "version cannot translate yet: the key is stored but not used for routing",
-                file=sys.stderr,
-            )
         return 0
 
     return await _with_store(args, work)

@@ -436,6 +436,18 @@ OPENAI_CONTEXT = json.dumps(
     }
 )
 
+GEMINI_BAD_KEY = json.dumps(
+    {
+        "error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}
+            ],
+        }
+    }
+)
 CLASSIFY_CASES: list[
     tuple[str, int | None, dict[str, str], str, TransportError | None, Kind, float | None]
 ] = [
@@ -483,6 +495,7 @@ CLASSIFY_CASES: list[
     ),
     ("401", 401, {}, '{"error": {"message": "Invalid API Key"}}', None, Kind.INVALID_KEY, None),
     ("403", 403, {}, '{"error": {"message": "forbidden"}}', None, Kind.INVALID_KEY, None),
+    ("gemini bad key", 400, {}, GEMINI_BAD_KEY, None, Kind.INVALID_KEY, None),
     (
         "402",
         402,

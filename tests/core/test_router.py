@@ -351,6 +351,18 @@ def test_rate_limit_moves_to_the_next_key_then_the_next_model() -> None:
     assert [s.key for s in plan(state, request, now=NOW + 20.0)] == ["k1", "k2", "k1"]
 
 
+def test_a_target_that_cannot_serve_the_request_is_passed_over_without_a_retry_time() -> None:
+    state = simple_state({"alpha": ["k1", "k2"], "beta": ["k1"]})
+    request = RouteRequest(model="big", prompt_tokens=10, max_tokens=10)
+    routed = plan(state, request, now=NOW)
+    first = next(routed)
+    routed.cannot_serve(first, "`logit_bias` cannot be translated")
+    assert [f"{slot.name}#{slot.key}" for slot in routed] == ["beta/big#k1"]
+    verdict = routed.no_capacity()
+    assert verdict.retry_at is None
+    assert verdict.refusals == (("alpha/big", "`logit_bias` cannot be translated"),)
+
+
 def test_an_invalid_key_is_skipped_until_a_probe_succeeds() -> None:
     state = simple_state({"alpha": ["k1", "k2"]})
     request = RouteRequest(model="alpha/big", prompt_tokens=10, max_tokens=10)

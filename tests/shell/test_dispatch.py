@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from scripted import (
+    Handler,
+    Harness,
+    Scenario,
+    body,
+    collect_stream,
+    headers,
+    open_harness,
+    provider_of,
+    shape_of,
+    streamed,
+)
 
 from freellm.core import ledger
 from freellm.core.catalog import Catalog, apply_config
-from freellm.core.chat import ChatShape, inspect_request
-from freellm.core.router import RouterState, Topology
-from freellm.shell.dispatch import Dispatcher, RequestLog
-from freellm.shell.upstream import Timeouts, open_upstreams
 
-BASE = 1_780_000_000.0
 CONFIG = {
     "providers": {
         "alpha": {
@@ -36,10 +44,23 @@ CONFIG = {
     "router": {"chain": ["alpha/m", "beta/m"]},
 }
 CATALOG: Catalog = apply_config(Catalog(), CONFIG)
-KEYS = {"alpha": ["a1", "a2"], "beta": ["b1"]}
-SECRETS = {"a1": "sk-alpha-one", "a2": "sk-alpha-two", "b1": "sk-beta"}
+SCENARIO = Scenario(
+    CATALOG,
+    keys={"alpha": ["a1", "a2"], "beta": ["b1"]},
+    secrets={"a1": "sk-alpha-one", "a2": "sk-alpha-two", "b1": "sk-beta"},
+)
+key_of = SCENARIO.key_of
 
-Handler = Callable[[httpx.Request], Any]
+
+@pytest.fixture
+async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
+    """Dispatchers over the two scripted providers of :data:`SCENARIO`."""
+    async with AsyncExitStack() as stack:
+
+        async def make(handler: Handler) -> Harness:
+            return await stack.enter_async_context(open_harness(SCENARIO, handler))
+
+        yield make
 
 
 def completion(provider: str, text: str = "hi") -> dict[str, Any]:
@@ -66,79 +87,6 @@ USAGE_CHUNK = (
     b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
     b'"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}\n\n'
 )
-
-
-def provider_of(request: httpx.Request) -> str:
-    return request.url.path.split("/")[1]
-
-
-def key_of(request: httpx.Request) -> str:
-    secret = request.headers["authorization"].removeprefix("Bearer ")
-    return next(k for k, v in SECRETS.items() if v == secret)
-
-
-class Harness:
-    def __init__(self, dispatcher: Dispatcher, logs: list[RequestLog]) -> None:
-        self.dispatcher = dispatcher
-        self.logs = logs
-        self.seen: list[str] = []
-
-    @property
-    def state(self) -> RouterState:
-        return self.dispatcher.state
-
-
-def shape_of(body: dict[str, Any]) -> ChatShape:
-    shape = inspect_request(body)
-    assert isinstance(shape, ChatShape), shape
-    return shape
-
-
-def body(**extra: Any) -> dict[str, Any]:
-    return {"model": "auto", "messages": [{"role": "user", "content": "hello"}], **extra}
-
-
-@pytest.fixture
-async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
-    """Dispatchers over scripted providers."""
-    opened: list[Any] = []
-
-    async def make(handler: Handler) -> Harness:
-        seen: list[str] = []
-
-        async def recording(request: httpx.Request) -> httpx.Response:
-            seen.append(f"{provider_of(request)}#{key_of(request)}")
-            result = handler(request)
-            if isinstance(result, httpx.Response):
-                return result
-            return await result  # type: ignore[no-any-return]
-
-        manager = open_upstreams(
-            CATALOG,
-            Timeouts(connect=1, first_byte=5, idle=5, total=20),
-            transport=httpx.MockTransport(recording),
-        )
-        upstreams = await manager.__aenter__()
-        opened.append(manager)
-        logs: list[RequestLog] = []
-        dispatcher = Dispatcher(
-            RouterState(Topology(CATALOG, KEYS)),
-            SECRETS,
-            upstreams,
-            clock=lambda: BASE + trio.current_time(),
-            observers=(logs.append,),
-        )
-        harness = Harness(dispatcher, logs)
-        harness.seen = seen
-        return harness
-
-    yield make
-    for manager in opened:
-        await manager.__aexit__(None, None, None)
-
-
-def headers(reply_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in reply_headers}
 
 
 async def test_a_success_says_where_it_went_and_settles_the_reported_usage(
@@ -279,30 +227,6 @@ async def test_a_client_that_goes_away_cancels_the_call_and_settles_it(
     usage = h.state.ledger.usage[("alpha", "a1", "m")]
     assert usage.inflight == 0
     assert h.logs[-1].attempts[0].outcome == "cancelled"
-
-
-async def collect_stream(h: Harness, request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-    started: list[tuple[int, list[tuple[bytes, bytes]]]] = []
-    sent: list[bytes] = []
-
-    async def start(status: int, hdrs: list[tuple[bytes, bytes]]) -> None:
-        started.append((status, hdrs))
-
-    async def send(data: bytes) -> None:
-        assert started, "a chunk before the response started"
-        sent.append(data)
-
-    await h.dispatcher.stream(shape_of(request), request, start, send)
-    assert len(started) == 1
-    return started[0][0], headers(started[0][1]), b"".join(sent)
-
-
-def streamed(*parts: bytes) -> httpx.Response:
-    async def body() -> AsyncIterator[bytes]:
-        for part in parts:
-            yield part
-
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
 
 
 async def test_a_stream_fails_over_before_its_first_byte(

@@ -180,6 +180,10 @@ _CONTEXT_PATTERNS: Final = re.compile(
     r"|reduce the length|input is too long|exceeds the (model'?s )?(max|limit)",
     re.IGNORECASE,
 )
+# Gemini refuses a bad key with a 400 INVALID_ARGUMENT whose message says so.
+_INVALID_KEY_PATTERNS: Final = re.compile(
+    r"API key not valid|API key expired|API_KEY_INVALID", re.IGNORECASE
+)
 _PER_DAY_PATTERNS: Final = re.compile(
     r"per[ -]day|daily|\bRPD\b|\bTPD\b|per month|/ ?month|monthly", re.IGNORECASE
 )
@@ -219,7 +223,9 @@ def classify(
         return _classify_429(body, message, retry_after, ceilings)
     kind = _BY_STATUS.get(status)
     if kind is None:
-        if status == 413 or (status == 400 and _CONTEXT_PATTERNS.search(message)):
+        if status == 400 and _INVALID_KEY_PATTERNS.search(message):
+            kind = Kind.INVALID_KEY  # Gemini answers a bad key with 400 API_KEY_INVALID
+        elif status == 413 or (status == 400 and _CONTEXT_PATTERNS.search(message)):
             kind = Kind.CONTEXT_TOO_LONG
         elif 400 <= status < 500:
             kind = Kind.BAD_REQUEST

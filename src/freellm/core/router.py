@@ -189,6 +189,12 @@ class Plan:
         """Note that :func:`admit` refused ``slot`` (for :meth:`no_capacity`)."""
         self._set_aside.append((f"{slot.name}#{slot.key}", None, refusal))
 
+    def cannot_serve(self, slot: Slot, reason: str) -> None:
+        """Rule out ``slot``'s whole target: its dialect cannot express this request."""
+        self._set_aside.append((slot.name, None, Refusal(reason, None)))
+        self._skip_targets.add((slot.provider, slot.model.id))
+        self._pending = []
+
     def after(self, slot: Slot, result: outcome_.Outcome) -> None:
         """Apply ``result``'s failover rule to the rest of this plan."""
         failover = result.rule.failover

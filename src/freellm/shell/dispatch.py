@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Final, NamedTuple, cast
 
 import attrs
 import httpx
@@ -34,12 +34,13 @@ import trio
 from freellm.core import router
 from freellm.core.catalog import Catalog
 from freellm.core.chat import ChatShape
-from freellm.core.dialects.openai import StreamError, StreamFold, Usage
+from freellm.core.dialects import Untranslatable
+from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.ledger import Refusal, Slot, Ticket
 from freellm.core.outcome import Failover, Kind, Outcome, TransportError, classify
 from freellm.core.sessions import session_key
 from freellm.core.sse import Decoder, encode
-from freellm.shell.upstream import Upstreams, transport_error
+from freellm.shell.upstream import Adapter, Fold, Outgoing, Upstreams, transport_error
 
 __all__ = ["Attempt", "Dispatcher", "Reply", "RequestLog", "error_body"]
 
@@ -93,6 +94,24 @@ def error_body(
     return json.dumps({"error": error}, ensure_ascii=False).encode()
 
 
+class _Prepared(NamedTuple):
+    """One attempt's request, in its provider's dialect, and the adapter that reads the answer."""
+
+    adapter: Adapter
+    outgoing: Outgoing
+
+
+@attrs.frozen
+class _OpenStream:
+    """A stream whose upstream produced the first chunk for the client, still being read."""
+
+    response: httpx.Response
+    chunks: AsyncGenerator[bytes, None]
+    decoder: Decoder
+    fold: Fold
+    first: list[bytes]
+
+
 @attrs.define
 class _Call:
     """The outcome of one attempt, and for a stream the response still open."""
@@ -100,7 +119,7 @@ class _Call:
     outcome: Outcome
     usage: Usage | None = None
     answer: dict[str, Any] | None = None
-    stream: Any = None  # (response, iterator, decoder, fold, first chunks) of an open stream
+    stream: _OpenStream | None = None
 
 
 class Dispatcher:
@@ -199,15 +218,19 @@ class _Run:
         self.routed_via: str | None = None
         self.usage: Usage | None = None
         self.error: str | None = None
+        self.untranslatable: Untranslatable | None = None
 
     # -- the loop --------------------------------------------------------------------------
 
     async def complete(self) -> Reply:
         for slot in self.plan:
+            prepared = self._prepare(slot)
+            if prepared is None:
+                continue
             ticket = self._admit(slot)
             if ticket is None:
                 continue
-            call = await self._settled(ticket, self._call_json(slot))
+            call = await self._settled(ticket, self._call_json(slot, prepared))
             if call.outcome.kind is Kind.SUCCESS:
                 assert call.answer is not None
                 self._succeeded(slot, call.usage)
@@ -218,10 +241,13 @@ class _Run:
 
     async def stream(self, start: Start, send: Send) -> None:
         for slot in self.plan:
+            prepared = self._prepare(slot)
+            if prepared is None:
+                continue
             ticket = self._admit(slot)
             if ticket is None:
                 continue
-            call = await self._settled(ticket, self._open_stream(slot), keep_open=True)
+            call = await self._settled(ticket, self._open_stream(slot, prepared), keep_open=True)
             if call.outcome.kind is Kind.SUCCESS:
                 await self._relay(slot, ticket, call, start, send)
                 return
@@ -233,6 +259,20 @@ class _Run:
         reply = self._exhausted()
         await start(reply.status, reply.headers)
         await send(reply.body)
+
+    def _prepare(self, slot: Slot) -> _Prepared | None:
+        """The request for ``slot`` in its provider's dialect; None (and the target ruled out)
+        when the dialect cannot express it."""
+        provider = self.d.catalog.providers[slot.provider]
+        adapter = self.d.upstreams.adapter(provider)
+        outgoing = adapter.request(
+            provider, slot, self.d.secrets[slot.key], self.body, stream=self.shape.stream
+        )
+        if isinstance(outgoing, Untranslatable):
+            self.plan.cannot_serve(slot, outgoing.message)
+            self.untranslatable = outgoing
+            return None
+        return _Prepared(adapter, outgoing)
 
     def _admit(self, slot: Slot) -> Ticket | None:
         d = self.d
@@ -293,18 +333,9 @@ class _Run:
 
     # -- one attempt -----------------------------------------------------------------------
 
-    def _outgoing(self, slot: Slot) -> tuple[httpx.AsyncClient, Any, Any]:
-        provider = self.d.catalog.providers[slot.provider]
-        adapter = self.d.upstreams.adapter(provider)
-        if adapter is None:
-            raise LookupError(f"no adapter for the {provider.dialect.value} dialect")
-        outgoing = adapter.request(
-            provider, slot, self.d.secrets[slot.key], self.body, stream=self.shape.stream
-        )
-        return self.d.upstreams.client(slot.provider), adapter, outgoing
-
-    async def _call_json(self, slot: Slot) -> _Call:
-        client, adapter, outgoing = self._outgoing(slot)
+    async def _call_json(self, slot: Slot, prepared: _Prepared) -> _Call:
+        client = self.d.upstreams.client(slot.provider)
+        adapter, outgoing = prepared
         timeouts = self.d.upstreams.timeouts
         with trio.move_on_after(timeouts.total):
             try:
@@ -319,22 +350,25 @@ class _Run:
             if outcome.kind is not Kind.SUCCESS:
                 return _Call(outcome)
             try:
-                answer, usage = adapter.answer(response.content)
+                answer, usage = adapter.answer(
+                    response.content, model=slot.model.id, created=int(self.d.clock())
+                )
             except ValueError:
                 broken = classify(200, {}, error=TransportError.PROTOCOL, now=self.d.clock())
                 return _Call(broken)
             return _Call(outcome, usage, answer)
         return _Call(classify(None, {}, error=TransportError.TIMEOUT, now=self.d.clock()))
 
-    async def _open_stream(self, slot: Slot) -> _Call:
+    async def _open_stream(self, slot: Slot, prepared: _Prepared) -> _Call:
         """Send the request and read until the first chunk for the client, or a failure."""
-        client, adapter, outgoing = self._outgoing(slot)
+        client = self.d.upstreams.client(slot.provider)
+        adapter, outgoing = prepared
         timeouts = self.d.upstreams.timeouts
         request = client.build_request(
             outgoing.method, outgoing.url, headers=outgoing.headers, content=outgoing.body
         )
         response: httpx.Response | None = None
-        chunks: Any = None
+        chunks: AsyncGenerator[bytes, None] | None = None
         try:
             with trio.move_on_after(timeouts.first_byte):
                 response = await client.send(request, stream=True)
@@ -346,16 +380,20 @@ class _Run:
                             response.status_code, _headers_of(response), body, now=self.d.clock()
                         )
                     )
-                fold = adapter.stream(client_wants_usage=self.shape.include_usage)
+                fold = adapter.stream(
+                    client_wants_usage=self.shape.include_usage,
+                    model=slot.model.id,
+                    created=int(self.d.clock()),
+                )
                 decoder = Decoder()
-                chunks = response.aiter_raw()
+                chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
                 first: list[bytes] = []
                 while not first:
                     data = await chunks.__anext__()
                     for event in decoder.feed(data):
                         first += fold.step(event)
                 outcome = classify(200, _headers_of(response), now=self.d.clock())
-                open_stream = (response, chunks, decoder, fold, first)
+                open_stream = _OpenStream(response, chunks, decoder, fold, first)
                 response = None  # handed over to _relay
                 return _Call(outcome, stream=open_stream)
             timeout = classify(None, {}, error=TransportError.TIMEOUT, now=self.d.clock())
@@ -377,14 +415,15 @@ class _Run:
         self, slot: Slot, ticket: Ticket, call: _Call, start: Start, send: Send
     ) -> None:
         """Stream an upstream that produced its first chunk to the client, then settle."""
-        response, chunks, decoder, fold, first = call.stream
-        fold_: StreamFold = fold
+        opened = call.stream
+        assert opened is not None
+        chunks, decoder, fold = opened.chunks, opened.decoder, opened.fold
         began = self.d.clock()
         outcome = Outcome(Kind.CANCELLED)
         try:
             self._succeeded(slot, None)
             await start(200, self._headers(slot, len(self.attempts), stream=True))
-            await send(b"".join(first))
+            await send(b"".join(opened.first))
             idle = self.d.upstreams.timeouts.idle
             # Read to the end of the body, past [DONE]: the body ends right after it, and an
             # iterator left unfinished would be finalised by the garbage collector instead.
@@ -395,21 +434,21 @@ class _Run:
                     except StopAsyncIteration:
                         data = None
                 if scope.cancelled_caught:
-                    if not fold_.done:
+                    if not fold.done:
                         outcome = Outcome(Kind.TIMEOUT, 200, "the stream stalled")
                     break
-                if not fold_.done:
+                if not fold.done:
                     events = decoder.close() if data is None else decoder.feed(data)
                     pieces: list[bytes] = []
                     try:
                         for event in events:
-                            pieces += fold_.step(event)
+                            pieces += fold.step(event)
                     finally:  # one write for what one read carried, even up to an error event
                         if pieces:
                             await send(b"".join(pieces))
                 if data is None:
                     break
-            if fold_.done:
+            if fold.done:
                 outcome = Outcome(Kind.SUCCESS, 200)
             elif outcome.kind is Kind.CANCELLED:
                 outcome = Outcome(Kind.BROKEN_RESPONSE, 200, "the stream ended without [DONE]")
@@ -418,19 +457,19 @@ class _Run:
         except httpx.HTTPError as exc:
             outcome = classify(200, {}, error=transport_error(exc), now=self.d.clock())
         finally:
-            usage = fold_.usage or self._streamed_usage(fold_)
+            usage = fold.usage or self._streamed_usage(fold)
             self._record(ticket, outcome, usage, began)
             self.usage = usage
             with trio.CancelScope(shield=True):
                 await chunks.aclose()
-                await response.aclose()
+                await opened.response.aclose()
         if outcome.kind is not Kind.SUCCESS:
             self.error = outcome.message or outcome.kind.value
             payload = json.loads(error_body(self.error, "upstream_error", code=outcome.kind.value))
             await send(encode(json.dumps(payload), event="error"))
             await send(b"data: [DONE]\n\n")
 
-    def _streamed_usage(self, fold: StreamFold) -> Usage:
+    def _streamed_usage(self, fold: Fold) -> Usage:
         completion = math.ceil(fold.completion_chars / CHARS_PER_TOKEN)
         return Usage(self.shape.prompt_tokens, completion)
 
@@ -491,7 +530,14 @@ class _Run:
             self.error = "no model can serve this request"
             reasons = "; ".join(sorted({reason for _, reason in verdict.refusals}))
             message = f"No configured model can serve this request ({reasons or 'no keys'})."
-            body = error_body(message, "invalid_request_error", code="no_suitable_model")
+            # A field no dialect could translate is what the client can change: name it.
+            untranslatable = self.untranslatable
+            body = error_body(
+                message,
+                "invalid_request_error",
+                param=untranslatable.param if untranslatable else None,
+                code=untranslatable.code if untranslatable else "no_suitable_model",
+            )
             return Reply(400, self._headers(None, len(self.attempts)), body)
         self.status = 429
         self.error = "no capacity"

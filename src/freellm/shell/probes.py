@@ -1,7 +1,8 @@
 """Key checks: a cheap authenticated request per provider, and the loop that makes them.
 
 What each provider's check is comes from providers.md: OpenAI-style providers ``GET {base}/models``
-(valid unless 401/403); Google ``GET /models`` with the key; Cohere ``GET /v2/models``; Cloudflare
+(valid unless 401/403); Google ``GET /models`` with the key (a bad key is a 400
+``API_KEY_INVALID`` there); Cohere ``GET /v2/models``; Cloudflare
 ``GET /user/tokens/verify``; Hugging Face ``GET https://huggingface.co/api/whoami-v2``. A base URL
 overridden in the config (a fake provider, a proxy) is always checked with ``GET {base}/models``.
 """
@@ -17,6 +18,7 @@ import trio
 
 from freellm.core import health
 from freellm.core.catalog import AuthStyle, Dialect, ProviderSpec
+from freellm.core.outcome import Kind, classify
 from freellm.shell.upstream import Upstreams
 
 __all__ = ["PROBE_INTERVAL_S", "is_due", "probe_key", "probe_url", "run_probes"]
@@ -63,10 +65,6 @@ async def probe_key(
         except httpx.HTTPError as exc:
             return health.Event.PROBE_ERROR, f"{type(exc).__name__} while checking the key"
         status = response.status_code
-        if status in (401, 403):
-            return health.Event.PROBE_INVALID, f"{status}: the provider refused the key"
-        if status == 429:
-            return health.Event.PROBE_RATE_LIMITED, "429 while checking the key"
         if 200 <= status < 300:
             if provider.auth is AuthStyle.CLOUDFLARE and "tokens/verify" in url:
                 body = response.json()
@@ -74,6 +72,13 @@ async def probe_key(
                 if not active:
                     return health.Event.PROBE_INVALID, "the Cloudflare token is not active"
             return health.Event.PROBE_OK, None
+        # The answer is read as a chat answer would be (Gemini refuses a bad key with a 400);
+        # with no headers passed, nothing in it is timed, so any ``now`` will do.
+        kind = classify(status, {}, response.content, now=0.0).kind
+        if kind is Kind.INVALID_KEY:
+            return health.Event.PROBE_INVALID, f"{status}: the provider refused the key"
+        if kind in (Kind.RATE_LIMITED, Kind.QUOTA_EXHAUSTED):
+            return health.Event.PROBE_RATE_LIMITED, f"{status} while checking the key"
         return health.Event.PROBE_ERROR, f"{status} while checking the key"
     return health.Event.PROBE_ERROR, "the check timed out"
 

@@ -34,7 +34,7 @@ from freellm.shell.secrets import (
     unified_key_matches,
 )
 from freellm.shell.store import AttemptRecord, KeyRecord, RequestRecord, Store, open_store
-from freellm.shell.upstream import ADAPTERS, Timeouts, Upstreams, open_upstreams
+from freellm.shell.upstream import Timeouts, Upstreams, open_upstreams
 from freellm.shell.vault_process import RemoteVault
 
 __all__ = ["Runtime", "open_runtime", "read_unified_key"]
@@ -152,12 +152,11 @@ class Runtime:
 
 
 def _key_table(records: list[KeyRecord], catalog: Catalog) -> dict[str, list[str]]:
-    """The enabled keys of every provider freellm can talk to (a dialect without an adapter yet,
-    such as Gemini's native one, keeps its keys stored but out of routing)."""
+    """The enabled keys of every provider in the catalog."""
     keys: dict[str, list[str]] = {}
     for record in records:
         provider = catalog.providers.get(record.provider)
-        if record.enabled and provider is not None and provider.dialect in ADAPTERS:
+        if record.enabled and provider is not None:
             keys.setdefault(record.provider, []).append(record.id)
     return keys
 

@@ -1,9 +1,9 @@
 """Calling providers: one pooled ``httpx.AsyncClient`` per provider, and a dialect adapter each.
 
 The dispatch loop never knows which dialect it talks to: it asks an :class:`Adapter` for the
-request to send, for the OpenAI-shaped answer of a JSON response, and for a stream fold that turns
-upstream events into OpenAI chunks. :data:`ADAPTERS` maps each ``Dialect`` to its adapter; the
-native Gemini and Cohere dialects plug in there.
+request to send (or why the request cannot be translated), for the OpenAI-shaped answer of a JSON
+response, and for a :class:`Fold` that turns upstream events into OpenAI chunks. :data:`ADAPTERS`
+maps each ``Dialect`` to its adapter: OpenAI-compatible, native Gemini and native Cohere.
 
 httpx's exceptions become :class:`~freellm.core.outcome.TransportError` values here and nowhere
 else (:func:`transport_error`).
@@ -21,14 +21,18 @@ import attrs
 import httpx
 
 from freellm.core.catalog import AuthStyle, Catalog, Dialect, ProviderSpec
+from freellm.core.dialects import Untranslatable, cohere, gemini
 from freellm.core.dialects import openai as openai_dialect
-from freellm.core.dialects.openai import StreamFold, Usage
+from freellm.core.dialects.openai import Usage
 from freellm.core.ledger import Slot
 from freellm.core.outcome import TransportError
+from freellm.core.sse import Event
 
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "Fold",
+    "Outgoing",
     "Timeouts",
     "Upstreams",
     "open_upstreams",
@@ -54,7 +58,28 @@ class Outgoing:
     body: bytes
 
 
+class Fold(Protocol):
+    """One upstream stream turned into OpenAI ``chat.completion.chunk`` events, event by event.
+
+    :meth:`step` returns the SSE bytes for the client (possibly none) and raises
+    :class:`~freellm.core.dialects.openai.StreamError` when the provider reports a failure
+    mid-stream. ``done`` once the stream ended well (the client has had ``data: [DONE]``).
+    """
+
+    @property
+    def usage(self) -> Usage | None: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def completion_chars(self) -> int: ...
+
+    def step(self, event: Event) -> list[bytes]: ...
+
+
 class Adapter(Protocol):
+    """What the dispatch loop needs from a dialect. ``model`` is the provider's model id and
+    ``created`` the epoch second that translated answers carry."""
+
     def request(
         self,
         provider: ProviderSpec,
@@ -63,13 +88,28 @@ class Adapter(Protocol):
         body: Mapping[str, Any],
         *,
         stream: bool,
-    ) -> Outgoing: ...
+    ) -> Outgoing | Untranslatable: ...
 
-    def answer(self, data: bytes) -> tuple[dict[str, Any], Usage | None]:
+    def answer(
+        self, data: bytes, *, model: str, created: int
+    ) -> tuple[dict[str, Any], Usage | None]:
         """The OpenAI ``chat.completion`` of a 200 response. Raises ``ValueError`` if broken."""
         ...
 
-    def stream(self, *, client_wants_usage: bool) -> StreamFold: ...
+    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold: ...
+
+
+def _auth_headers(provider: ProviderSpec, token: str) -> dict[str, str]:
+    headers = {"content-type": "application/json", **provider.headers}
+    if provider.auth is AuthStyle.GOOG_API_KEY:
+        headers["x-goog-api-key"] = token
+    else:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _dumps(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class OpenAIAdapter:
@@ -88,28 +128,91 @@ class OpenAIAdapter:
         if provider.auth is AuthStyle.CLOUDFLARE:
             account, _, token = secret.partition(":")
             base_url = base_url.replace("{account_id}", account)
-        headers = {"content-type": "application/json", **provider.headers}
-        if provider.auth is AuthStyle.GOOG_API_KEY:
-            headers["x-goog-api-key"] = token
-        else:
-            headers["authorization"] = f"Bearer {token}"
         upstream = openai_dialect.prepare_body(
             body, slot.model.id, stream=stream, stream_options=provider.id != "cohere"
         )
-        payload = json.dumps(upstream, separators=(",", ":"), ensure_ascii=False).encode()
-        return Outgoing("POST", f"{base_url}/chat/completions", headers, payload)
+        return Outgoing(
+            "POST", f"{base_url}/chat/completions", _auth_headers(provider, token), _dumps(upstream)
+        )
 
-    def answer(self, data: bytes) -> tuple[dict[str, Any], Usage | None]:
+    def answer(
+        self, data: bytes, *, model: str, created: int
+    ) -> tuple[dict[str, Any], Usage | None]:
         parsed = json.loads(data)
         if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
             raise ValueError("not a chat.completion")
         return openai_dialect.normalize_response(parsed), openai_dialect.usage_of(parsed)
 
-    def stream(self, *, client_wants_usage: bool) -> StreamFold:
-        return StreamFold(client_wants_usage=client_wants_usage)
+    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
+        return openai_dialect.StreamFold(client_wants_usage=client_wants_usage)
 
 
-ADAPTERS: Mapping[Dialect, Adapter] = {Dialect.OPENAI: OpenAIAdapter()}
+class GeminiAdapter:
+    """Google AI Studio's native ``generateContent`` (:mod:`freellm.core.dialects.gemini`)."""
+
+    def request(
+        self,
+        provider: ProviderSpec,
+        slot: Slot,
+        secret: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> Outgoing | Untranslatable:
+        upstream = gemini.translate_request(body)
+        if isinstance(upstream, Untranslatable):
+            return upstream
+        url = provider.base_url + gemini.endpoint(slot.model.id, stream=stream)
+        return Outgoing("POST", url, _auth_headers(provider, secret), _dumps(upstream))
+
+    def answer(
+        self, data: bytes, *, model: str, created: int
+    ) -> tuple[dict[str, Any], Usage | None]:
+        return gemini.translate_response(json.loads(data), model=model, created=created)
+
+    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
+        return gemini.GeminiStreamFold(
+            client_wants_usage=client_wants_usage, model=model, created=created
+        )
+
+
+class CohereAdapter:
+    """Cohere's native v2 chat (:mod:`freellm.core.dialects.cohere`)."""
+
+    def request(
+        self,
+        provider: ProviderSpec,
+        slot: Slot,
+        secret: str,
+        body: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> Outgoing | Untranslatable:
+        upstream = cohere.prepare_body(body, slot.model.id, stream=stream)
+        if isinstance(upstream, Untranslatable):
+            return upstream
+        url = f"{provider.base_url}/v2/chat"
+        return Outgoing("POST", url, _auth_headers(provider, secret), _dumps(upstream))
+
+    def answer(
+        self, data: bytes, *, model: str, created: int
+    ) -> tuple[dict[str, Any], Usage | None]:
+        answer = cohere.translate_response(json.loads(data), model=model, created=created)
+        if isinstance(answer, cohere.UpstreamFailure):
+            raise ValueError(answer.message)
+        return answer.body, answer.usage
+
+    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
+        return cohere.StreamFold(
+            client_wants_usage=client_wants_usage, model=model, created=created
+        )
+
+
+ADAPTERS: Mapping[Dialect, Adapter] = {
+    Dialect.OPENAI: OpenAIAdapter(),
+    Dialect.GEMINI: GeminiAdapter(),
+    Dialect.COHERE: CohereAdapter(),
+}
 
 
 CLIENTS_PER_PROVIDER: Final = 4
@@ -171,8 +274,8 @@ class Upstreams:
             )
         return shard.next()
 
-    def adapter(self, provider: ProviderSpec) -> Adapter | None:
-        return ADAPTERS.get(provider.dialect)
+    def adapter(self, provider: ProviderSpec) -> Adapter:
+        return ADAPTERS[provider.dialect]
 
     async def aclose(self) -> None:
         shards, self._clients = list(self._clients.values()), {}

@@ -101,6 +101,7 @@ from typing import Any, Final, TypeGuard
 
 import attrs
 
+from freellm.core.dialects import Untranslatable
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Event
 
@@ -128,14 +129,6 @@ FAILED_FINISH: Final = frozenset({"ERROR", "TIMEOUT"})
 IMAGE_DETAILS: Final = frozenset({"auto", "low", "high"})
 EMPTY_SCHEMA: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
 DONE: Final = b"data: [DONE]\n\n"
-
-
-@attrs.frozen
-class Untranslatable:
-    """The request asks for something Cohere cannot express; ``param`` names the OpenAI field."""
-
-    param: str
-    message: str
 
 
 # --- requests -----------------------------------------------------------------------------------

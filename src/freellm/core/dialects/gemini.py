@@ -82,6 +82,7 @@ from typing import Any, Final
 
 import attrs
 
+from freellm.core.dialects import Untranslatable
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Event
 
@@ -120,15 +121,6 @@ FINISH_REASONS: Final[Mapping[str, str]] = {
     "IMAGE_RECITATION": "content_filter",
     "MODEL_ARMOR": "content_filter",
 }
-
-
-@attrs.frozen
-class Untranslatable:
-    """A request Gemini cannot serve as asked; ``param`` is the OpenAI field, in OpenAI's style."""
-
-    param: str
-    message: str
-    code: str = "unsupported_parameter"
 
 
 def endpoint(model: str, *, stream: bool) -> str:
