@@ -1,20 +1,19 @@
 """The Cohere v2 dialect: requests going up, answers and streams coming back.
 
-Where the ``cohere`` SDK is installed, every Cohere body these tests use or produce is checked
-against its pydantic types (and no field of ours is unknown to them); every OpenAI body the
-dialect produces is checked against the ``openai`` SDK's types, and streams are assembled by the
-``openai`` SDK's own stream helper.
+Every Cohere body these tests use or produce is checked against the ``cohere`` SDK's pydantic
+types (and no field of ours is unknown to them); every OpenAI body the dialect produces is
+checked against the ``openai`` SDK's types, and streams are assembled by the ``openai`` SDK's
+own stream helper.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
-import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cohere
 import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,70 +36,23 @@ from freellm.core.dialects.cohere import (
 )
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Decoder, Event
-
-# The cohere SDK is an optional test dependency: the checks against it skip without it.
-HAVE_COHERE = importlib.util.find_spec("cohere") is not None
-
+from sdk_checks import check_cohere_request, cohere_request_field
 
 # --- checks against the SDKs ---------------------------------------------------------------------
 
 
-def cohere_sdk() -> Any:
-    return pytest.importorskip("cohere")
-
-
-def test_the_cohere_sdk_is_there_to_check_against() -> None:
-    """Skipped (and so reported by -ra) when the SDK is missing: the translation tests still
-    run, without the checks against its types."""
-    assert cohere_sdk().v2.V2ChatResponse is not None
-
-
-def assert_no_extras(value: object, where: str = "") -> None:
-    """Every key we sent is a field the SDK's model knows (its models allow extras silently)."""
-    if isinstance(value, pydantic.BaseModel):
-        assert not value.model_extra, f"{where}: unknown fields {sorted(value.model_extra)}"
-        for name in type(value).model_fields:
-            assert_no_extras(getattr(value, name), f"{where}.{name}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            assert_no_extras(item, f"{where}[{index}]")
-
-
-@functools.cache
-def request_field(name: str) -> pydantic.TypeAdapter[Any] | None:
-    """A validator for the SDK's ``ClientV2.chat`` parameter ``name`` (built once: it is slow)."""
-    hint = typing.get_type_hints(cohere_sdk().ClientV2.chat).get(name)
-    return None if hint is None else pydantic.TypeAdapter(hint)
-
-
 @functools.cache
 def stream_event_adapter() -> pydantic.TypeAdapter[Any]:
-    return pydantic.TypeAdapter(cohere_sdk().v2.V2ChatStreamResponse)
+    return pydantic.TypeAdapter(cohere.v2.V2ChatStreamResponse)
 
 
 @pytest.fixture(scope="module")
 def sdk_checks_built() -> None:
     """The SDK's validators, built before Hypothesis times examples (the first build takes most
     of a second: importing the SDK's types and resolving its annotations)."""
-    if HAVE_COHERE:
-        for name in ("messages", "tools", "tool_choice", "response_format", "max_tokens"):
-            request_field(name)
-        stream_event_adapter()
-
-
-def check_cohere_request(body: Mapping[str, Any]) -> None:
-    """Each field of ``body`` validates as the SDK's ``ClientV2.chat`` parameter of that name."""
-    if not HAVE_COHERE:
-        return
-    for key, value in body.items():
-        if key == "stream":  # the SDK's chat/chat_stream split; the wire field is a boolean
-            assert isinstance(value, bool)
-            continue
-        field = request_field(key)
-        assert field is not None, f"the SDK has no request field {key!r}"
-        assert_no_extras(field.validate_python(value), key)
-    if "tool_choice" in body:
-        assert body["tool_choice"] in ("REQUIRED", "NONE")
+    for name in ("messages", "tools", "tool_choice", "response_format", "max_tokens"):
+        cohere_request_field(name)
+    stream_event_adapter()
 
 
 # What Cohere sends is checked without assert_no_extras: Cohere itself sends fields the SDK does
@@ -108,14 +60,10 @@ def check_cohere_request(body: Mapping[str, Any]) -> None:
 
 
 def check_cohere_response(data: Mapping[str, Any]) -> None:
-    if not HAVE_COHERE:
-        return
-    cohere_sdk().v2.V2ChatResponse.model_validate(data)
+    cohere.v2.V2ChatResponse.model_validate(data)
 
 
 def check_cohere_event(data: Mapping[str, Any]) -> None:
-    if not HAVE_COHERE:
-        return
     parsed = stream_event_adapter().validate_python(data)
     assert parsed.type == data["type"]
 

@@ -10,7 +10,6 @@ Gemini. What comes back is checked against the ``openai`` SDK's ``ChatCompletion
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import re
 from typing import Any
@@ -40,6 +39,7 @@ from freellm.core.dialects.gemini import (
 )
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Decoder, Event
+from sdk_checks import check_gemini_request
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 SIGNATURE = base64.b64encode(b"\x01signature of the weather call\xff").decode()
@@ -55,38 +55,10 @@ def gemini_checked(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def valid_upstream(request: dict[str, Any]) -> None:
-    """The request's every field validates against the Gemini SDK's types (camelCase JSON)."""
-    assert set(request) <= {
-        "contents",
-        "systemInstruction",
-        "tools",
-        "toolConfig",
-        "generationConfig",
-    }
-    wire = json.loads(json.dumps(request, allow_nan=False))
-    assert wire["contents"], "Gemini needs at least one turn"
-    for content in wire["contents"]:
-        genai.Content.model_validate_json(json.dumps(content))
-        assert content["role"] in ("user", "model")
-        assert content["parts"]
-        assert all(part.get("text") != "" for part in content["parts"])
-    roles = [content["role"] for content in wire["contents"]]
-    assert all(a != b for a, b in itertools.pairwise(roles)), "roles must alternate"
-    if "systemInstruction" in wire:
-        genai.Content.model_validate_json(json.dumps(wire["systemInstruction"]))
-    for tool in wire.get("tools", ()):
-        genai.Tool.model_validate_json(json.dumps(tool))
-    if "toolConfig" in wire:
-        genai.ToolConfig.model_validate_json(json.dumps(wire["toolConfig"]))
-    if "generationConfig" in wire:
-        genai.GenerationConfig.model_validate_json(json.dumps(wire["generationConfig"]))
-
-
 def translated(body: dict[str, Any]) -> dict[str, Any]:
     request = translate_request({"model": "gemini-2.5-flash", **body})
     assert isinstance(request, dict), request
-    valid_upstream(request)
+    check_gemini_request(request)
     return request
 
 
@@ -1212,7 +1184,7 @@ def test_translating_any_valid_body_never_raises_and_gemini_accepts_it(
         assert result.param
         assert result.message
         return
-    valid_upstream(result)
+    check_gemini_request(result)
     for content in result["contents"]:
         calls = [part for part in content["parts"] if "functionCall" in part]
         assert not calls or calls[0].get("thoughtSignature"), "the first call is signed"
