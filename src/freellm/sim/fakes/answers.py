@@ -1,4 +1,9 @@
-"""Writing an admitted chat answer, as JSON or an SSE stream, and the faults that break one."""
+"""Sending what a fake answers in any dialect: refusals, admitted answers, and their faults.
+
+A dialect builds the values (:class:`ErrorAnswer`, :class:`Answer`); the functions here write
+them, so the timing of faults (``gap``, ``chunks``, a cut, a client leaving) is the same in every
+dialect.
+"""
 
 from __future__ import annotations
 
@@ -6,97 +11,111 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+import attrs
 import trio
 
 from freellm.sim.fakes.exchange import Exchange, Headers, json_headers
 from freellm.sim.fakes.faults import Fault, FaultKind
-from freellm.sim.fakes.replies import DONE, JSON, sse
 
-PROCESSING: Final = b": OPENROUTER PROCESSING\n\n"
+DONE: Final = b"data: [DONE]\n\n"
 NOT_JSON: Final = b"<html><body>upstream hiccup</body></html>"
+EVENT_STREAM: Final = b"text/event-stream"
+APPLICATION_JSON: Final = b"application/json"
 
 
-def midstream_error(flavor: str) -> JSON:
-    """The error object of an answer that fails once generation has started."""
-    if flavor == "openrouter":
-        return {"code": "server_error", "message": "Provider disconnected unexpectedly"}
-    return {
-        "message": "The server had an error while processing your request.",
-        "type": "server_error",
-        "param": None,
-        "code": None,
-    }
+def sse(payload: Any, event: str | None = None) -> bytes:
+    """One SSE event: `payload` as compact JSON, after an ``event:`` line when `event` is given."""
+    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return f"event: {event}\n".encode() + data if event is not None else data
+
+
+@attrs.frozen
+class ErrorAnswer:
+    """A refusal as the dialect words it: HTTP `status`, JSON `body` and extra `headers`."""
+
+    status: int
+    body: Any
+    headers: Headers = ()
+
+
+@attrs.frozen
+class Answer:
+    """An admitted answer in a dialect's wire format, and what a MIDSTREAM_ERROR makes of it.
+
+    `cap_tokens` is what the answer counts against token caps. A JSON answer is `body`
+    (`events` empty); a streamed one is `opening`, then `events`, then `ending`. A
+    MIDSTREAM_ERROR fault sends `broken` instead of a JSON answer, and for a stream sends the
+    fault's first ``chunks`` events followed by `broken_ending`.
+    """
+
+    cap_tokens: int
+    body: Any = None
+    events: tuple[bytes, ...] = ()
+    opening: bytes = b""
+    ending: bytes = b""
+    broken: ErrorAnswer | None = None
+    broken_ending: bytes = b""
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.events)
 
 
 Settle = Callable[[str], None]
 
 
-async def send_completion(
-    exchange: Exchange,
-    flavor: str,
-    payload: JSON,
-    headers: Headers,
-    fault: Fault | None,
-    settle: Settle,
+async def send_error(exchange: Exchange, error: ErrorAnswer) -> None:
+    await exchange.json(error.status, error.body, error.headers)
+
+
+async def send_answer(
+    exchange: Exchange, answer: Answer, headers: Headers, fault: Fault | None, settle: Settle
 ) -> None:
-    """Send a ``chat.completion``, broken as `fault` says.
+    """Send `answer` (JSON or SSE), broken as `fault` says.
 
     ``settle(outcome)`` is called once, before the client can have read the end of the answer,
     so that the fake's counters are up to date for a client that just got its answer.
     """
+    if answer.streamed:
+        await _send_stream(exchange, answer, headers, fault, settle)
+    else:
+        await _send_json(exchange, answer, headers, fault, settle)
+
+
+async def _send_json(
+    exchange: Exchange, answer: Answer, headers: Headers, fault: Fault | None, settle: Settle
+) -> None:
     kind = fault.kind if fault is not None else None
     if kind is FaultKind.CUT:
-        data = json.dumps(payload).encode()
+        data = json.dumps(answer.body).encode()
         await exchange.start(200, json_headers(len(data), headers))
         settle(kind.value)
         await exchange.body(data[: len(data) // 2], more=True)
         return  # returning mid-body makes hypercorn drop the connection
-    outcome = "ok"
-    if kind is FaultKind.MIDSTREAM_ERROR:
-        choice = payload["choices"][0]
-        choice["message"]["content"] = ""
-        choice["finish_reason"] = "error"
-        payload["error"] = midstream_error(flavor)
-        outcome = kind.value
-    settle(outcome)
-    await exchange.json(200, payload, headers)
+    if kind is FaultKind.MIDSTREAM_ERROR and answer.broken is not None:
+        settle(kind.value)
+        broken = answer.broken
+        await exchange.json(broken.status, broken.body, [*broken.headers, *headers])
+        return
+    settle("ok")
+    await exchange.json(200, answer.body, headers)
 
 
-async def send_stream(
-    exchange: Exchange,
-    flavor: str,
-    chunks: list[JSON],
-    headers: Headers,
-    fault: Fault | None,
-    settle: Settle,
+async def _send_stream(
+    exchange: Exchange, answer: Answer, headers: Headers, fault: Fault | None, settle: Settle
 ) -> None:
-    """Stream `chunks` as SSE, broken as `fault` says; ``settle(outcome)`` as above.
-
-    OpenRouter streams open with a ``: OPENROUTER PROCESSING`` comment. ``fault.gap`` spaces the
-    ``data:`` events. The outcome is ``cancelled`` when the client goes away before the end.
-    """
+    """Stream as SSE; ``fault.gap`` spaces the events; ``cancelled`` if the client leaves."""
     kind = fault.kind if fault is not None else None
     gap = fault.gap if fault is not None else 0.0
-    events = [sse(chunk) for chunk in chunks]
-    ending = DONE
+    events, ending = answer.events, answer.ending
     if fault is not None and kind in (FaultKind.CUT, FaultKind.MIDSTREAM_ERROR):
-        events = events[: fault.chunks]
-        head: dict[str, Any] = {key: chunks[0][key] for key in ("id", "object", "created", "model")}
-        # OpenRouter's shape, used for every flavor: OpenAI's SDK raises on any event that
-        # carries an "error", so the extra fields change nothing for the other dialects.
-        ending = sse(
-            {
-                **head,
-                "error": midstream_error(flavor),
-                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
-            }
-        )
-    start = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers]
+        events, ending = events[: fault.chunks], answer.broken_ending
+    start = [(b"content-type", EVENT_STREAM), (b"cache-control", b"no-cache"), *headers]
 
     async def run() -> None:
         await exchange.start(200, start)
-        if flavor == "openrouter":
-            await exchange.body(PROCESSING, more=True)
+        if answer.opening:
+            await exchange.body(answer.opening, more=True)
         for index, event in enumerate(events):
             if gap and index:
                 await trio.sleep(gap)
@@ -113,11 +132,7 @@ async def send_stream(
         settle("cancelled")
 
 
-async def send_malformed(exchange: Exchange, stream: bool) -> None:
-    """A 200 whose body is not JSON (for a stream: one ``data:`` event that is not JSON)."""
-    if stream:
-        await exchange.start(200, [(b"content-type", b"text/event-stream")])
-        await exchange.body(b"data: {not json\n\n" + DONE)
-    else:
-        await exchange.start(200, [(b"content-type", b"application/json")])
-        await exchange.body(NOT_JSON)
+async def send_malformed(exchange: Exchange, content_type: bytes, data: bytes) -> None:
+    """A 200 whose body (or one of whose events) is not the JSON it claims to be."""
+    await exchange.start(200, [(b"content-type", content_type)])
+    await exchange.body(data)

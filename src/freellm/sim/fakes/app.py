@@ -1,18 +1,23 @@
-"""The fake provider: a raw ASGI app with its caps, faults, counters and record of requests.
+"""The fake provider: a raw ASGI router with its caps, faults, counters and record of requests.
 
-One request goes through these steps, in order (each may answer and stop):
+Everything that depends on the wire format is the flavor's dialect (:mod:`.dialect`): OpenAI's
+(:mod:`.openai`), Gemini's (:mod:`.gemini`) or Cohere's (:mod:`.cohere`). One request goes
+through these steps, in order (each may answer and stop):
 
-1. the path must be ``{prefix}/chat/completions`` (POST), ``{prefix}/models`` or
-   ``{prefix}/models/{id}`` (GET), else 404;
-2. authentication, when the fake was given keys: ``Authorization: Bearer <key>``, else 401;
-3. the fault plan's draw (see :mod:`.faults`): wait ``seconds``, then act out the fault;
-4. for chat: the body is checked (400), the model must exist (404), the reply is made, and the
-   caps are checked with the request's exact tokens (429, and nothing is counted);
+1. the dialect routes the method and path (below the base URL's path) to an endpoint, else the
+   dialect's 404;
+2. authentication, when the fake was given keys: the key where the dialect reads it, else the
+   dialect's refusal of a wrong or missing key;
+3. the fault plan's draw for the endpoint (see :mod:`.faults`): wait ``seconds``, then act out
+   the fault;
+4. for chat: the dialect checks the body (400), the model must exist (404), the dialect makes
+   the answer, and the caps are checked with the answer's exact tokens (429, nothing counted);
 5. the admitted request is counted and answered, as JSON or as an SSE stream.
 
 A client that goes away during a wait, a hang or a stream is counted in ``cancelled``; the fake
 notices through ASGI's ``http.disconnect``. Raw secrets are never kept: keys are held as
-SHA-256 digests, and recorded headers show the key's id instead of the Authorization value.
+SHA-256 digests, recorded headers show the key's id instead of the key, and the query string
+(where Gemini's ``?key=`` goes) is not recorded.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import json
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import attrs
 import trio
 
 from freellm.sim.fakes import flavors
-from freellm.sim.fakes.answers import send_completion, send_malformed, send_stream
+from freellm.sim.fakes.answers import ErrorAnswer, send_answer, send_error, send_malformed
 from freellm.sim.fakes.caps import (
     Dimension,
     FakeCaps,
@@ -38,19 +44,22 @@ from freellm.sim.fakes.caps import (
     WindowName,
     worst_violation,
 )
+from freellm.sim.fakes.cohere import CohereDialect
+from freellm.sim.fakes.dialect import MODELS_PATH, Call, Dialect
 from freellm.sim.fakes.exchange import Exchange, Message, Receive, Send, lifespan, read_body
 from freellm.sim.fakes.faults import CHAT_PATH, Fault, FaultKind, FaultPlan
-from freellm.sim.fakes.replies import (
-    BadRequest,
-    completion_json,
-    make_reply,
-    parse_chat,
-    stream_chunks,
-)
+from freellm.sim.fakes.gemini import GeminiDialect
+from freellm.sim.fakes.openai import OpenAIDialect
 
 ANONYMOUS: Final = "anonymous"
 REJECTED: Final = "<rejected>"
 REDACTED: Final = "<redacted>"
+SECRET_HEADERS: Final = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+NATIVE_DIALECTS: Final[Mapping[str, Callable[[], Dialect]]] = {
+    "gemini": GeminiDialect,
+    "cohere": CohereDialect,
+}
+ALL_FLAVORS: Final = tuple(sorted([*flavors.FLAVORS, *NATIVE_DIALECTS]))
 
 
 def key_id(secret: str) -> str:
@@ -62,17 +71,27 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def make_dialect(flavor: str) -> Dialect:
+    """A fresh dialect for `flavor`; raises ``ValueError`` for an unknown one."""
+    if flavor in flavors.FLAVORS:
+        return OpenAIDialect(flavors.FLAVORS[flavor])
+    if flavor in NATIVE_DIALECTS:
+        return NATIVE_DIALECTS[flavor]()
+    raise ValueError(f"unknown flavor {flavor!r}; one of {list(ALL_FLAVORS)}")
+
+
 @attrs.define
 class RecordedRequest:
     """One request as the fake saw it; `status` and `outcome` are filled in as it is answered.
 
-    `path` is relative to the base URL (``/chat/completions``); `body` is the parsed JSON, or
-    None when it was not JSON; `key_id` is the id of the key it carried (None for a rejected
-    one; ``anonymous`` without one, when the fake accepts any). `outcome` is ``ok``,
-    ``rate_limited``, ``unauthorized``, ``not_found``, ``bad_request``, ``cancelled``,
-    ``aborted`` (cut short by the server shutting down), or the value of the fault kind that
-    answered it (``status``, ``reset``, ``cut``, ...). `status` stays None when no response
-    was sent.
+    `path` is relative to the base URL (``/chat/completions``, Gemini's
+    ``/models/{model}:generateContent``, Cohere's ``/v2/chat``), without the query; `body` is
+    the parsed JSON, or None when it was not JSON; `key_id` is the id of the key it carried
+    (None for a rejected one; ``anonymous`` without one, when the fake accepts any); `model` is
+    the model a chat request named. `outcome` is ``ok``, ``rate_limited``, ``unauthorized``,
+    ``not_found``, ``bad_request``, ``cancelled``, ``aborted`` (cut short by the server shutting
+    down), or the value of the fault kind that answered it (``status``, ``reset``, ``cut``, ...).
+    `status` stays None when no response was sent.
     """
 
     method: str
@@ -83,15 +102,11 @@ class RecordedRequest:
     time: float
     status: int | None = None
     outcome: str = "pending"
-
-    @property
-    def model(self) -> str | None:
-        model = self.body.get("model") if isinstance(self.body, dict) else None
-        return model if isinstance(model, str) else None
+    model: str | None = None
 
 
 class FakeProvider:
-    """A fake OpenAI-dialect provider of one `flavor`, as an ASGI app.
+    """A fake provider of one `flavor` (one of :data:`ALL_FLAVORS`), as an ASGI app.
 
     Serve it with :func:`freellm.sim.fakes.open_fake_provider`, which also sets `base_url`.
     `keys` (None: any key, or none, is accepted) are the valid secrets; `models` maps each
@@ -117,11 +132,10 @@ class FakeProvider:
         seed: int = 0,
         record: bool = True,
     ) -> None:
-        if flavor not in flavors.FLAVORS:
-            raise ValueError(f"unknown flavor {flavor!r}; one of {sorted(flavors.FLAVORS)}")
+        self.dialect = make_dialect(flavor)
         self.flavor = flavor
-        self.prefix = flavors.FLAVORS[flavor].prefix
-        default = flavors.FLAVORS[flavor].default_models
+        self.prefix = self.dialect.prefix
+        default = self.dialect.default_models
         self.models = dict(models) if models is not None else dict.fromkeys(default, FakeCaps())
         self.account_caps = account_caps
         self.faults = FaultPlan(seed=seed)
@@ -147,11 +161,16 @@ class FakeProvider:
         self._origin = origin.rstrip("/")
 
     @property
-    def base_url(self) -> str:
-        """The OpenAI base URL, prefix included. Raises ``RuntimeError`` before :meth:`bind`."""
+    def origin(self) -> str:
+        """``http://127.0.0.1:PORT``. Raises ``RuntimeError`` before :meth:`bind`."""
         if self._origin is None:
             raise RuntimeError("the fake is not served yet; use open_fake_provider")
-        return self._origin + self.prefix
+        return self._origin
+
+    @property
+    def base_url(self) -> str:
+        """The base URL clients are given: the origin and the dialect's path prefix."""
+        return self.origin + self.prefix
 
     def usage(self, key: str, model: str | None = None) -> Usage:
         """What key id `key` has used on `model` (None: across all models) in each window now."""
@@ -170,34 +189,32 @@ class FakeProvider:
 
     # -- the request's way through the fake -----------------------------------------------
 
-    def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, bool]:
-        """(key id, accepted); replaces the recorded secrets on the way."""
-        for name in ("x-api-key", "api-key"):
-            if name in headers:
-                headers[name] = REDACTED
-        value = headers.get("authorization")
-        token: str | None = None
-        if value is not None:
-            scheme, _, rest = value.partition(" ")
-            token = rest.strip() if scheme.lower() == "bearer" else None
+    def _authenticate(
+        self, headers: dict[str, str], query: Mapping[str, str]
+    ) -> tuple[str | None, bool, bool]:
+        """(key id, accepted, a key was sent); replaces the recorded secrets on the way."""
+        credential = self.dialect.credential(headers, query)
+        token = credential.secret
         kid: str | None
         if self._digests is None:
             kid = key_id(token) if token else ANONYMOUS
         else:
             kid = self._digests.get(_digest(token)) if token else None
-        if value is not None:
-            headers["authorization"] = kid or REJECTED
-        return kid, kid is not None
+        for name in SECRET_HEADERS:
+            if name in headers:
+                headers[name] = (kid or REJECTED) if name == credential.header else REDACTED
+        return kid, kid is not None, bool(token)
 
     async def _http(self, scope: Message, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         prefixed = path.startswith(self.prefix + "/")
         relative = path[len(self.prefix) :] if prefixed else path
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        kid, accepted = self._authenticate(headers)
+        kid, accepted, sent = self._authenticate(headers, query)
         self.in_flight += 1
         if self.in_flight == 1:
             self._idle = trio.Event()
@@ -207,14 +224,18 @@ class FakeProvider:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = None
-            record = RecordedRequest(scope["method"], relative, headers, body, kid, self._clock())
+            method = scope["method"]
+            call = self.dialect.route(method, relative, query, body) if prefixed else None
+            record = RecordedRequest(method, relative, headers, body, kid, self._clock())
+            if call is not None and call.endpoint == CHAT_PATH:
+                record.model = call.model
             if self.record:
                 self.requests.append(record)
             if raw is None:
                 self._finish(record, None, "cancelled")
             else:
                 try:
-                    await self._route(Exchange(receive, send), record, accepted, prefixed)
+                    await self._route(Exchange(receive, send), record, call, accepted, sent)
                 finally:
                     if record.outcome == "pending":
                         # Cut short by the server shutting down (or by a bug): say so.
@@ -231,60 +252,51 @@ class FakeProvider:
         elif status == 429:
             self.rate_limited += 1
 
-    async def _answer(
-        self, exchange: Exchange, record: RecordedRequest, status: int, outcome: str, body: Any
+    async def _refuse(
+        self, exchange: Exchange, record: RecordedRequest, outcome: str, error: ErrorAnswer
     ) -> None:
         # Counted first: a client that has its answer must find the fake's counters up to date.
-        self._finish(record, status, outcome)
-        await exchange.json(status, body)
+        self._finish(record, error.status, outcome)
+        await send_error(exchange, error)
 
     async def _route(
-        self, exchange: Exchange, record: RecordedRequest, accepted: bool, prefixed: bool
+        self,
+        exchange: Exchange,
+        record: RecordedRequest,
+        call: Call | None,
+        accepted: bool,
+        sent: bool,
     ) -> None:
-        method, path = record.method, record.path
-        models_path = path == "/models" or path.startswith("/models/")
-        known = (method == "POST" and path == CHAT_PATH) or (method == "GET" and models_path)
-        if not (prefixed and known):
-            message = f"Unknown request URL: {method} {path}"
-            body = flavors.error_body(
-                self.flavor, 404, message, "invalid_request_error", "unknown_url"
-            )
-            await self._answer(exchange, record, 404, "not_found", body)
+        if call is None:
+            error = self.dialect.unknown_url(record.method, record.path)
+            await self._refuse(exchange, record, "not_found", error)
             return
         if not accepted:
-            await self._answer(exchange, record, 401, "unauthorized", flavors.INVALID_KEY_BODY)
+            await self._refuse(exchange, record, "unauthorized", self.dialect.unauthorized(sent))
             return
-        fault = self.faults.draw(path)
+        fault = self.faults.draw(call.endpoint)
         if fault is not None:
             delay = fault.seconds
             if delay and not await exchange.guard(trio.sleep, delay):
                 self._finish(record, None, "cancelled")
                 return
-            if await self._act_out(exchange, record, fault):
+            if await self._act_out(exchange, record, call, fault):
                 return
-        if path == CHAT_PATH:
-            await self._chat(exchange, record, fault)
-        elif path == "/models":
-            data = [self._model_json(model) for model in self.models]
-            await self._answer(exchange, record, 200, "ok", {"object": "list", "data": data})
-        elif (model := path[len("/models/") :]) in self.models:
-            await self._answer(exchange, record, 200, "ok", self._model_json(model))
+        if call.endpoint == CHAT_PATH:
+            await self._chat(exchange, record, call, fault)
+        elif call.endpoint == MODELS_PATH:
+            self._finish(record, 200, "ok")
+            await exchange.json(200, self.dialect.model_list(list(self.models)))
+        elif call.model in self.models:
+            self._finish(record, 200, "ok")
+            await exchange.json(200, self.dialect.model_info(call.model))
         else:
-            await self._model_not_found(exchange, record, model)
+            error = self.dialect.model_not_found(call.model or "")
+            await self._refuse(exchange, record, "not_found", error)
 
-    def _model_json(self, model: str) -> dict[str, Any]:
-        return {"id": model, "object": "model", "created": 0, "owned_by": f"fake-{self.flavor}"}
-
-    async def _model_not_found(
-        self, exchange: Exchange, record: RecordedRequest, model: str
-    ) -> None:
-        message = f"The model `{model}` does not exist or you do not have access to it."
-        body = flavors.error_body(
-            self.flavor, 404, message, "invalid_request_error", "model_not_found", "model"
-        )
-        await self._answer(exchange, record, 404, "not_found", body)
-
-    async def _act_out(self, exchange: Exchange, record: RecordedRequest, fault: Fault) -> bool:
+    async def _act_out(
+        self, exchange: Exchange, record: RecordedRequest, call: Call, fault: Fault
+    ) -> bool:
         """Answer with a fault that refuses the request before admission; False for the rest."""
         kind, outcome = fault.kind, fault.kind.value
         if kind is FaultKind.HANG:
@@ -298,17 +310,14 @@ class FakeProvider:
             self._finish(record, None, outcome)
             await exchange.start(100, [])
         elif kind is FaultKind.STATUS:
-            message = f"Injected fault: HTTP {fault.status}"
-            body = flavors.error_body(self.flavor, fault.status, message, "server_error", None)
-            await self._answer(exchange, record, fault.status, outcome, body)
+            await self._refuse(exchange, record, outcome, self.dialect.server_error(fault.status))
         elif kind is FaultKind.INVALID_KEY:
-            await self._answer(exchange, record, 401, outcome, flavors.INVALID_KEY_BODY)
+            await self._refuse(exchange, record, outcome, self.dialect.unauthorized(True))
         elif kind is FaultKind.MALFORMED:
-            body = record.body
             self._finish(record, 200, outcome)
-            await send_malformed(exchange, isinstance(body, dict) and body.get("stream") is True)
+            await send_malformed(exchange, *self.dialect.malformed(call))
         elif kind is FaultKind.RATE_LIMIT:
-            model = record.model or "unknown"
+            model = call.model or "unknown"
             rpm = self.models.get(model, FakeCaps()).rpm
             limit = rpm if rpm is not None else 1
             violation = Violation("requests", "minute", limit, limit, 1, fault.retry_after)
@@ -331,11 +340,11 @@ class FakeProvider:
         return [(self.models[model], self._log(kid, model)), (account, self._log(kid, None))]
 
     def _standings(self, kid: str, model: str) -> dict[tuple[Dimension, WindowName], Standing]:
-        """The caps the flavor reports: the model's, else the account's, per dimension."""
+        """The caps the dialect reports: the model's, else the account's, per dimension."""
         now = self._clock()
         standings = {}
         scopes = ((self.models.get(model, FakeCaps()), model), (self.account_caps, None))
-        for dimension, window in flavors.REPORTED[self.flavor]:
+        for dimension, window in self.dialect.reported:
             for caps, scope in scopes:
                 cap = caps.cap(dimension, window) if caps is not None else None
                 if cap is not None:
@@ -348,52 +357,38 @@ class FakeProvider:
         self, exchange: Exchange, record: RecordedRequest, violation: Violation, model: str
     ) -> None:
         standings = self._standings(record.key_id or ANONYMOUS, model)
-        headers, body = flavors.rate_limited(
-            self.flavor, violation, model, standings, self._epoch()
-        )
-        self._finish(record, 429, "rate_limited")
-        await exchange.json(429, body, headers)
+        error = self.dialect.rate_limited(violation, model, standings, self._epoch())
+        await self._refuse(exchange, record, "rate_limited", error)
 
     # -- chat -------------------------------------------------------------------------------
 
-    async def _chat(self, exchange: Exchange, record: RecordedRequest, fault: Fault | None) -> None:
-        try:
-            request = parse_chat(record.body)
-        except BadRequest as error:
-            body = flavors.error_body(
-                self.flavor, 400, error.message, "invalid_request_error", None, error.param
-            )
-            await self._answer(exchange, record, 400, "bad_request", body)
+    async def _chat(
+        self, exchange: Exchange, record: RecordedRequest, call: Call, fault: Fault | None
+    ) -> None:
+        request = self.dialect.parse(call, record.body)
+        if isinstance(request, ErrorAnswer):
+            await self._refuse(exchange, record, "bad_request", request)
             return
         if request.model not in self.models:
-            await self._model_not_found(exchange, record, request.model)
+            error = self.dialect.model_not_found(request.model)
+            await self._refuse(exchange, record, "not_found", error)
             return
         self._serial += 1
-        reply = make_reply(self.flavor, request, self._serial)
+        answer = self.dialect.answer(request, self._serial, int(self._epoch()))
         kid = record.key_id or ANONYMOUS
         counters = self._counters(kid, request.model)
         now = self._clock()
-        tokens = reply.prompt_tokens + reply.completion_tokens
-        violation = worst_violation(counters, now, tokens)
+        violation = worst_violation(counters, now, answer.cap_tokens)
         if violation is not None:
             await self._rate_limited(exchange, record, violation, request.model)
             return
         for _, log in counters:
-            log.add(now, tokens)
-        headers = flavors.standing_headers(self.flavor, self._standings(kid, request.model))
-        completion_id = f"chatcmpl-{self.flavor}-{self._serial:06d}"
-        created = int(self._epoch())
+            log.add(now, answer.cap_tokens)
+        headers = self.dialect.standing_headers(self._standings(kid, request.model))
 
         def settle(outcome: str) -> None:
             self._finish(record, 200, outcome)
             if outcome == "ok":
                 self.served += 1
 
-        if request.stream:
-            chunks = stream_chunks(
-                reply, completion_id, request.model, created, request.include_usage
-            )
-            await send_stream(exchange, self.flavor, chunks, headers, fault, settle)
-        else:
-            payload = completion_json(reply, completion_id, request.model, created)
-            await send_completion(exchange, self.flavor, payload, headers, fault, settle)
+        await send_answer(exchange, answer, headers, fault, settle)

@@ -8,8 +8,10 @@ A :class:`FaultPlan` holds two things, consulted in this order for every request
    order they were added; a rule with a probability below 1 draws from the plan's seeded
    ``random.Random``, so a run is repeatable for a given seed.
 
-A request gets at most one fault. ``path`` (relative to the flavor's base URL, default
-``/chat/completions``) limits a fault to one endpoint; None matches every path.
+A request gets at most one fault. ``path`` limits a fault to one endpoint, named the OpenAI way
+whatever the dialect (see :mod:`.dialect`): ``/chat/completions`` (the default: every dialect's
+chat endpoint), ``/models``, ``/models/{id}``; None matches every endpoint. Each dialect acts
+the faults out in its own shapes (its error JSON, its stream events); see its module.
 """
 
 from __future__ import annotations
@@ -28,18 +30,19 @@ class FaultKind(enum.StrEnum):
     """What goes wrong. Every kind first waits ``Fault.seconds`` (0 by default).
 
     - LATENCY: then answers normally (``gap`` also spaces stream chunks).
-    - STATUS: answers ``status`` with an OpenAI-style error JSON.
+    - STATUS: answers ``status`` with the dialect's error JSON.
     - RESET: drops the connection without a response (the client sees
       ``httpx.RemoteProtocolError: Server disconnected without sending a response``).
     - HANG: never answers; waits until the client goes away (counted in ``cancelled``).
     - MALFORMED: 200 with a body that is not JSON (for a stream: a ``data:`` event that is not
-      JSON, then ``[DONE]``).
-    - CUT: a stream sends its first ``chunks`` ``data:`` events, then the connection drops with
-      no ``[DONE]``; a JSON answer sends half its body, then drops.
-    - MIDSTREAM_ERROR: a stream sends ``chunks`` events, then a ``data:`` event with an
-      ``error`` object and ``finish_reason: "error"`` (OpenRouter's shape), and ends without
-      ``[DONE]``; a JSON answer is a 200 carrying the same ``error`` in its body.
-    - INVALID_KEY: 401 whatever key was sent.
+      JSON, then the dialect's end of stream, if it has one).
+    - CUT: a stream sends its first ``chunks`` events, then the connection drops before the
+      stream's end (``[DONE]``, Gemini's ``finishReason``, Cohere's message-end); a JSON answer
+      sends half its body, then drops.
+    - MIDSTREAM_ERROR: a stream sends ``chunks`` events, then the dialect's mid-stream error
+      (OpenAI: an event with an ``error`` object and ``finish_reason: "error"``, OpenRouter's
+      shape, and no ``[DONE]``); a JSON answer becomes the dialect's failed answer.
+    - INVALID_KEY: the dialect's refusal of a wrong key (401; Gemini: 400 API_KEY_INVALID).
     - RATE_LIMIT: the flavor's own 429, as if a per-minute request cap were hit, retry after
       ``retry_after`` seconds.
 

@@ -1,4 +1,4 @@
-"""What differs between the fake providers: base path, models, rate-limit headers, 429 shapes.
+"""What differs between the OpenAI-dialect fakes: base path, models, rate-limit headers, 429s.
 
 The shapes follow ``shared/data/providers.md``:
 
@@ -106,7 +106,7 @@ def standing_headers(flavor: str, standings: Standings) -> Headers:
     return headers
 
 
-def _finite_retry(violation: Violation) -> float:
+def finite_retry(violation: Violation) -> float:
     """A request larger than the cap never fits; say "a whole window" rather than forever."""
     if math.isinf(violation.retry_after):
         return MINUTE if violation.window == "minute" else DAY
@@ -125,7 +125,7 @@ def rate_limited(
     flavor: str, violation: Violation, model: str, standings: Standings, epoch_now: float
 ) -> tuple[Headers, JSON]:
     """The headers and body of `flavor`'s 429 for `violation` on `model`."""
-    retry = _finite_retry(violation)
+    retry = finite_retry(violation)
     dimension, window = violation.dimension, violation.window
     counts = f"Limit {violation.limit}, Used {violation.used}, Requested {violation.requested}"
     if flavor == "groq":
