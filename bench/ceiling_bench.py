@@ -129,7 +129,13 @@ def main() -> int:
         fake_out = tmp / "fake.log"
         argv = [*pb.taskset(True, pb.UPSTREAM_CPU), sys.executable, __file__]
         fake = children.spawn(
-            [*pb.taskset(True, pb.UPSTREAM_CPU), sys.executable, pb.__file__, "--serve-fake", "groq"],
+            [
+                *pb.taskset(True, pb.UPSTREAM_CPU),
+                sys.executable,
+                pb.__file__,
+                "--serve-fake",
+                "groq",
+            ],
             output=fake_out,
             env=env,
         )
@@ -141,9 +147,7 @@ def main() -> int:
         for case in args.cases.split(","):
             out = tmp / f"{case}.log"
             argv = [*pb.taskset(True, pb.PROXY_CPU), sys.executable, __file__]
-            server = children.spawn(
-                [*argv, "--serve", case, upstream], output=out, env=env
-            )
+            server = children.spawn([*argv, "--serve", case, upstream], output=out, env=env)
             url = pb.wait_for_output(server, out, r"serving (http://\S+) pid", 20)[1]
             endpoint = pb.Endpoint(case, f"{url}/v1/chat/completions", pb.UPSTREAM_SECRET, model)
             wrk.run(endpoint, 8, 1.0)  # warm-up

@@ -15,7 +15,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import attrs
 import httpx
@@ -25,6 +25,7 @@ from freellm.core.dialects import openai as openai_dialect
 from freellm.core.dialects.openai import StreamFold, Usage
 from freellm.core.ledger import Slot
 from freellm.core.outcome import TransportError
+from freellm.shell.transport import H11Transport
 
 __all__ = [
     "ADAPTERS",
@@ -112,26 +113,10 @@ class OpenAIAdapter:
 ADAPTERS: Mapping[Dialect, Adapter] = {Dialect.OPENAI: OpenAIAdapter()}
 
 
-CLIENTS_PER_PROVIDER: Final = 4
-POOL_CONNECTIONS: Final = 16  # per client: 64 connections per provider in all
-POOL_KEEP: Final = 8
-
-
-class _Shard:
-    """A provider's clients, handed out in turn."""
-
-    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
-        self.clients = clients
-        self._turn = 0
-
-    def next(self) -> httpx.AsyncClient:
-        self._turn = (self._turn + 1) % len(self.clients)
-        return self.clients[self._turn]
-
-
 class Upstreams:
-    """The HTTP clients, one per provider: httpcore scans its whole pool on every request, so
-    small per-provider pools are faster than one shared pool (DESIGN.md's measured notes)."""
+    """The HTTP clients, one per provider, each on a keep-alive pool of its own
+    (:class:`~freellm.shell.transport.H11Transport`: httpcore's pool costs about a quarter of a
+    proxied request's CPU, DESIGN.md's measured notes)."""
 
     def __init__(
         self,
@@ -141,44 +126,33 @@ class Upstreams:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.timeouts = timeouts
-        self._clients: dict[str, _Shard] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self._catalog = catalog
         self._transport = transport  # tests: an httpx.MockTransport
         # One TLS context for every client (each would load the CA bundle again), made on first use.
         self._tls: ssl.SSLContext | None = None
 
     def client(self, provider: str) -> httpx.AsyncClient:
-        """A client for ``provider``: its few clients take turns, so that each pool stays small
-        (httpcore walks the whole pool, and polls each idle connection, on every request)."""
-        shard = self._clients.get(provider)
-        if shard is None:
+        """The client for ``provider``, made on first use."""
+        client = self._clients.get(provider)
+        if client is None:
             t = self.timeouts
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()
-            shard = self._clients[provider] = _Shard(
-                [
-                    httpx.AsyncClient(
-                        timeout=httpx.Timeout(t.first_byte, connect=t.connect, read=t.idle),
-                        limits=httpx.Limits(
-                            max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_KEEP
-                        ),
-                        trust_env=False,
-                        verify=self._tls,
-                        transport=self._transport,
-                    )
-                    for _ in range(CLIENTS_PER_PROVIDER)
-                ]
+            client = self._clients[provider] = httpx.AsyncClient(
+                timeout=httpx.Timeout(t.first_byte, connect=t.connect, read=t.idle),
+                trust_env=False,
+                transport=self._transport or H11Transport(ssl_context=self._tls),
             )
-        return shard.next()
+        return client
 
     def adapter(self, provider: ProviderSpec) -> Adapter | None:
         return ADAPTERS.get(provider.dialect)
 
     async def aclose(self) -> None:
-        shards, self._clients = list(self._clients.values()), {}
-        for shard in shards:
-            for client in shard.clients:
-                await client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
 
 @asynccontextmanager
