@@ -364,3 +364,21 @@ async def test_concurrent_requests_against_the_fake() -> None:
                 nursery.start_soon(one, n % 2 == 0)
         assert statuses == [200] * 24
         assert len(fake.requests) == 24
+
+
+async def test_send_below_httpx_reads_a_json_answer_and_a_stream_on_one_connection() -> None:
+    transport = H11Transport()
+    async with fake_client(transport) as (fake, _):
+        url = f"{fake.base_url}/chat/completions"
+        headers = [(b"authorization", f"Bearer {KEY}".encode())]
+        waits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+        answer = await transport.send(b"POST", url, headers, json.dumps(chat()).encode(), waits)
+        assert answer.status == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert json.loads(await answer.read())["object"] == "chat.completion"
+        body = json.dumps(chat(stream=True)).encode()
+        answer = await transport.send(b"POST", url, headers, body, waits)
+        pieces = [piece async for piece in answer]
+        assert b"".join(pieces).endswith(b"data: [DONE]\n\n")
+        assert transport.idle_connections() == 1
+        assert len(fake.requests) == 2

@@ -37,17 +37,21 @@ Errors are httpx's own, so callers handle this transport as any other::
 
 from __future__ import annotations
 
+import functools
 import math
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import h11
 import httpx
 import trio
 
-__all__ = ["H11Transport"]
+__all__ = ["Answer", "H11Transport"]
+
+DEFAULT_HEADERS: Final = ((b"accept", b"*/*"), (b"user-agent", b"freellm"))
 
 READ_SIZE: Final = 65536
 MAX_CONNECTIONS: Final = 64  # per origin
@@ -57,7 +61,7 @@ KEEPALIVE_EXPIRY_S: Final = 15.0
 Origin = tuple[str, str, int]
 
 
-def _timeout(timeouts: dict[str, Any], name: str) -> float:
+def _timeout(timeouts: Mapping[str, float | None], name: str) -> float:
     value = timeouts.get(name)
     return math.inf if value is None else float(value)
 
@@ -79,7 +83,7 @@ class _Connection:
         """Drop the connection at once (no TLS close_notify: the peer sees the socket close)."""
         self.sock.close()
 
-    async def next_event(self, read_s: float, request: httpx.Request) -> Any:
+    async def next_event(self, read_s: float, request: httpx.Request | None) -> Any:
         """The next h11 event of the response, reading as needed (at most ``read_s`` a read)."""
         conn = self.h11
         while True:
@@ -176,7 +180,11 @@ class H11Transport(httpx.AsyncBaseTransport):
             pool.waiting.unpark()
 
     async def _acquire(
-        self, pool: _Pool, origin: Origin, timeouts: dict[str, Any], request: httpx.Request
+        self,
+        pool: _Pool,
+        origin: Origin,
+        timeouts: Mapping[str, float | None],
+        request: httpx.Request | None,
     ) -> tuple[_Connection, bool]:
         """An idle connection (and True), or a new one (and False)."""
         connection = self._take_idle(pool)
@@ -199,7 +207,10 @@ class H11Transport(httpx.AsyncBaseTransport):
             raise
 
     async def _connect(
-        self, origin: Origin, timeouts: dict[str, Any], request: httpx.Request
+        self,
+        origin: Origin,
+        timeouts: Mapping[str, float | None],
+        request: httpx.Request | None,
     ) -> _Connection:
         scheme, host, port = origin
         with trio.move_on_after(_timeout(timeouts, "connect")):
@@ -232,19 +243,59 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     # -- one request -------------------------------------------------------------------------
 
+    async def send(
+        self,
+        method: bytes,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: Mapping[str, float | None],
+    ) -> Answer:
+        """Send one request and read its response head: the :class:`Answer`, body still unread.
+
+        The dispatch loop calls this directly, below httpx's Request and Response objects;
+        ``headers`` need not name ``host``, ``content-length`` or ``user-agent``.
+        """
+        scheme, host, port, target, host_header = _split(url)
+        head = [(b"host", host_header), *DEFAULT_HEADERS, *headers]
+        head.append((b"content-length", str(len(body)).encode()))
+        return await self._send((scheme, host, port), method, target, head, [body], timeouts, None)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         scheme = url.scheme
         if scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
         origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        body = [chunk async for chunk in request.stream]  # type: ignore[union-attr]
+        method = request.method.encode()
+        answer = await self._send(
+            origin, method, url.raw_path, request.headers.raw, body, timeouts, request
+        )
+        return httpx.Response(
+            answer.status,
+            headers=answer.raw_headers,
+            stream=_HttpxBody(answer),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+        )
+
+    async def _send(
+        self,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: list[bytes],
+        timeouts: Mapping[str, float | None],
+        request: httpx.Request | None,
+    ) -> Answer:
+        if origin[0] not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {origin[0]!r}")
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool()
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        body = [chunk async for chunk in request.stream]  # type: ignore[union-attr]
-        head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
-
+        head = h11.Request(method=method, target=target, headers=headers)
         retry = True
         while True:
             connection, reused = await self._acquire(pool, origin, timeouts, request)
@@ -259,22 +310,15 @@ class H11Transport(httpx.AsyncBaseTransport):
             except BaseException:
                 self._discard(pool, connection)
                 raise
-            break
-        stream = _ResponseStream(self, pool, connection, _timeout(timeouts, "read"), request)
-        return httpx.Response(
-            event.status_code,
-            headers=event.headers.raw_items(),
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": event.reason},
-        )
+            return Answer(self, pool, connection, event, _timeout(timeouts, "read"), request)
 
     async def _exchange(
         self,
         connection: _Connection,
         head: h11.Request,
         body: list[bytes],
-        timeouts: dict[str, Any],
-        request: httpx.Request,
+        timeouts: Mapping[str, float | None],
+        request: httpx.Request | None,
         reused: bool,
     ) -> Any:
         """Send the request and read the response head (skipping 1xx)."""
@@ -316,24 +360,52 @@ class H11Transport(httpx.AsyncBaseTransport):
             # h11.InformationalResponse (100 Continue and friends): wait for the real one.
 
 
-class _ResponseStream(httpx.AsyncByteStream):
-    """The body of one response; the connection goes back to the pool at its clean end."""
+class Answer:
+    """A response whose head has arrived: ``status``, ``headers`` (lower-case names, a dict),
+    and the body, read with :meth:`read` or chunk by chunk (``async for``). The connection goes
+    back to the pool at the body's clean end; :meth:`aclose` before that closes it."""
+
+    __slots__ = (
+        "_connection",
+        "_pool",
+        "_read_timeout",
+        "_request",
+        "_transport",
+        "raw_headers",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self,
         transport: H11Transport,
         pool: _Pool,
         connection: _Connection,
+        event: Any,
         read_timeout: float,
-        request: httpx.Request,
+        request: httpx.Request | None,
     ) -> None:
         self._transport = transport
         self._pool = pool
         self._connection: _Connection | None = connection
         self._read_timeout = read_timeout
         self._request = request
+        self.status: int = event.status_code
+        self.reason: bytes = event.reason
+        self.raw_headers: list[tuple[bytes, bytes]] = event.headers.raw_items()
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; a repeated header keeps its last value."""
+        return {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in self.raw_headers
+        }
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
+
+    def __aiter__(self) -> Answer:
         return self
 
     async def __anext__(self) -> bytes:
@@ -366,3 +438,30 @@ class _ResponseStream(httpx.AsyncByteStream):
         connection, self._connection = self._connection, None
         if connection is not None:
             self._transport._discard(self._pool, connection)
+
+
+class _HttpxBody(httpx.AsyncByteStream):
+    """An :class:`Answer`'s body as httpx reads it."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._answer
+
+    async def aclose(self) -> None:
+        await self._answer.aclose()
+
+
+@functools.lru_cache(maxsize=256)
+def _split(url: str) -> tuple[str, str, int, bytes, bytes]:
+    """(scheme, host, port, request target, Host header) of an absolute URL."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    host_header = parts.netloc.rpartition("@")[2]
+    return scheme, host, port, target.encode(), host_header.encode()
