@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, Final, NamedTuple, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, NamedTuple
 
 import attrs
 import httpx
@@ -40,7 +40,7 @@ from freellm.core.ledger import Refusal, Slot, Ticket
 from freellm.core.outcome import Failover, Kind, Outcome, TransportError, classify
 from freellm.core.sessions import session_key
 from freellm.core.sse import Decoder, encode
-from freellm.shell.upstream import Adapter, Fold, Outgoing, Upstreams, transport_error
+from freellm.shell.upstream import Adapter, Answer, Fold, Outgoing, Upstreams, transport_error
 
 __all__ = ["Attempt", "Dispatcher", "Reply", "RequestLog", "error_body"]
 
@@ -105,8 +105,7 @@ class _Prepared(NamedTuple):
 class _OpenStream:
     """A stream whose upstream produced the first chunk for the client, still being read."""
 
-    response: httpx.Response
-    chunks: AsyncGenerator[bytes, None]
+    answer: Answer
     decoder: Decoder
     fold: Fold
     first: list[bytes]
@@ -334,67 +333,52 @@ class _Run:
     # -- one attempt -----------------------------------------------------------------------
 
     async def _call_json(self, slot: Slot, prepared: _Prepared) -> _Call:
-        client = self.d.upstreams.client(slot.provider)
         adapter, outgoing = prepared
-        timeouts = self.d.upstreams.timeouts
-        with trio.move_on_after(timeouts.total):
+        upstreams = self.d.upstreams
+        with trio.move_on_after(upstreams.timeouts.total):
             try:
-                response = await client.request(
-                    outgoing.method, outgoing.url, headers=outgoing.headers, content=outgoing.body
-                )
+                answer = await upstreams.send(slot.provider, outgoing)
+                body = await answer.read()
             except httpx.HTTPError as exc:
                 return _Call(classify(None, {}, error=transport_error(exc), now=self.d.clock()))
-            outcome = classify(
-                response.status_code, _headers_of(response), response.content, now=self.d.clock()
-            )
+            outcome = classify(answer.status, answer.headers, body, now=self.d.clock())
             if outcome.kind is not Kind.SUCCESS:
                 return _Call(outcome)
             try:
-                answer, usage = adapter.answer(
-                    response.content, model=slot.model.id, created=int(self.d.clock())
+                parsed, usage = adapter.answer(
+                    body, model=slot.model.id, created=int(self.d.clock())
                 )
             except ValueError:
                 broken = classify(200, {}, error=TransportError.PROTOCOL, now=self.d.clock())
                 return _Call(broken)
-            return _Call(outcome, usage, answer)
+            return _Call(outcome, usage, parsed)
         return _Call(classify(None, {}, error=TransportError.TIMEOUT, now=self.d.clock()))
 
     async def _open_stream(self, slot: Slot, prepared: _Prepared) -> _Call:
         """Send the request and read until the first chunk for the client, or a failure."""
-        client = self.d.upstreams.client(slot.provider)
         adapter, outgoing = prepared
-        timeouts = self.d.upstreams.timeouts
-        request = client.build_request(
-            outgoing.method, outgoing.url, headers=outgoing.headers, content=outgoing.body
-        )
-        response: httpx.Response | None = None
-        chunks: AsyncGenerator[bytes, None] | None = None
+        upstreams = self.d.upstreams
+        answer: Answer | None = None
         try:
-            with trio.move_on_after(timeouts.first_byte):
-                response = await client.send(request, stream=True)
-                if response.status_code != 200:
-                    body = await response.aread()
-                    await response.aclose()
-                    return _Call(
-                        classify(
-                            response.status_code, _headers_of(response), body, now=self.d.clock()
-                        )
-                    )
+            with trio.move_on_after(upstreams.timeouts.first_byte):
+                answer = await upstreams.send(slot.provider, outgoing)
+                if answer.status != 200:
+                    body = await answer.read()
+                    return _Call(classify(answer.status, answer.headers, body, now=self.d.clock()))
                 fold = adapter.stream(
                     client_wants_usage=self.shape.include_usage,
                     model=slot.model.id,
                     created=int(self.d.clock()),
                 )
                 decoder = Decoder()
-                chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
                 first: list[bytes] = []
                 while not first:
-                    data = await chunks.__anext__()
+                    data = await answer.__anext__()
                     for event in decoder.feed(data):
                         first += fold.step(event)
-                outcome = classify(200, _headers_of(response), now=self.d.clock())
-                open_stream = _OpenStream(response, chunks, decoder, fold, first)
-                response = None  # handed over to _relay
+                outcome = classify(200, answer.headers, now=self.d.clock())
+                open_stream = _OpenStream(answer, decoder, fold, first)
+                answer = None  # handed over to _relay
                 return _Call(outcome, stream=open_stream)
             timeout = classify(None, {}, error=TransportError.TIMEOUT, now=self.d.clock())
             return _Call(timeout)
@@ -405,11 +389,9 @@ class _Run:
         except StreamError as exc:
             return _Call(classify(502, {}, exc.body, now=self.d.clock()))
         finally:
-            if response is not None:
+            if answer is not None:
                 with trio.CancelScope(shield=True):
-                    if chunks is not None:
-                        await chunks.aclose()
-                    await response.aclose()
+                    await answer.aclose()
 
     async def _relay(
         self, slot: Slot, ticket: Ticket, call: _Call, start: Start, send: Send
@@ -417,7 +399,7 @@ class _Run:
         """Stream an upstream that produced its first chunk to the client, then settle."""
         opened = call.stream
         assert opened is not None
-        chunks, decoder, fold = opened.chunks, opened.decoder, opened.fold
+        chunks, decoder, fold = opened.answer, opened.decoder, opened.fold
         began = self.d.clock()
         outcome = Outcome(Kind.CANCELLED)
         try:
@@ -425,8 +407,8 @@ class _Run:
             await start(200, self._headers(slot, len(self.attempts), stream=True))
             await send(b"".join(opened.first))
             idle = self.d.upstreams.timeouts.idle
-            # Read to the end of the body, past [DONE]: the body ends right after it, and an
-            # iterator left unfinished would be finalised by the garbage collector instead.
+            # Read to the end of the body, past [DONE]: the body ends right after it, and the
+            # connection goes back to the pool only when its body was read to the end.
             while True:
                 with trio.move_on_after(idle) as scope:
                     try:
@@ -462,7 +444,6 @@ class _Run:
             self.usage = usage
             with trio.CancelScope(shield=True):
                 await chunks.aclose()
-                await opened.response.aclose()
         if outcome.kind is not Kind.SUCCESS:
             self.error = outcome.message or outcome.kind.value
             payload = json.loads(error_body(self.error, "upstream_error", code=outcome.kind.value))
@@ -570,9 +551,3 @@ class _Run:
 
 def _dumps(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _headers_of(response: httpx.Response) -> dict[str, str]:
-    """The response's headers as a plain dict with lower-case names: the signal parsers look up
-    a dozen names, and each lookup in ``httpx.Headers`` scans its whole list."""
-    return dict(response.headers.items())

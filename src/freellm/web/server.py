@@ -13,7 +13,18 @@ from hypercorn.config import Config
 from freellm.shell.runtime import Runtime
 from freellm.web.app import create_app
 
-__all__ = ["serve_runtime"]
+__all__ = ["serve_runtime", "server_config"]
+
+
+def server_config(host: str, port: int) -> Config:
+    """hypercorn's settings for freellm (the ceiling bench serves with the same ones)."""
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    # A logger of our own: hypercorn would otherwise reconfigure its global "hypercorn.error".
+    config.errorlog = logging.getLogger("freellm.server")
+    config.keep_alive_timeout = 75
+    return config
 
 
 async def serve_runtime(
@@ -28,13 +39,7 @@ async def serve_runtime(
 
     ``task_status.started`` gets the base URL actually bound (port 0 picks a free one).
     """
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    # A logger of our own: hypercorn would otherwise reconfigure its global "hypercorn.error".
-    config.errorlog = logging.getLogger("freellm.server")
-    config.keep_alive_timeout = 75
-
+    config = server_config(host, port)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             lambda task_status: hypercorn.trio.serve(

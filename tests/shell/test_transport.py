@@ -1,0 +1,384 @@
+"""The h11 transport against real servers on 127.0.0.1: the fake providers, and small raw
+servers that each misbehave in one way (close, hang, chunk, refuse)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from freellm.shell.transport import H11Transport
+from freellm.sim.fakes import FakeCaps, open_fake_provider
+
+KEY = "sk-transport"
+MODEL = "m"
+Handler = Callable[[trio.SocketStream, int], Awaitable[None]]
+
+
+def chat(**extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], **extra}
+
+
+@asynccontextmanager
+async def fake_client(
+    transport: H11Transport,
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    fake_cm = open_fake_provider("openai", keys=[KEY], models={MODEL: FakeCaps()})
+    async with (
+        fake_cm as fake,
+        httpx.AsyncClient(
+            base_url=fake.base_url,
+            headers={"authorization": f"Bearer {KEY}"},
+            transport=transport,
+            timeout=5,
+        ) as client,
+    ):
+        yield fake, client
+
+
+class Raw:
+    """A raw HTTP server: ``handler(stream, n)`` serves the n-th connection (from 0)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.url = ""
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        n, self.connections = self.connections, self.connections + 1
+        try:
+            await self.handler(stream, n)
+        except trio.BrokenResourceError:
+            pass  # the client closed first (as some tests mean it to)
+        finally:
+            await stream.aclose()
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[Raw]:
+    server = Raw(handler)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server._serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        server.url = f"http://127.0.0.1:{port}"
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def read_request(stream: trio.SocketStream, buffer: bytearray) -> bool:
+    """Read one request (head and content-length body) off ``buffer``; False at EOF."""
+    while b"\r\n\r\n" not in buffer:
+        data = await stream.receive_some(65536)
+        if not data:
+            return False
+        buffer += data
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        rest += await stream.receive_some(65536)
+    buffer[:] = rest[length:]
+    return True
+
+
+def answer(body: bytes, *extra: str) -> bytes:
+    head = ["HTTP/1.1 200 OK", f"content-length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def keep_alive(body: bytes = b"ok") -> Handler:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            await stream.send_all(answer(body))
+
+    return handler
+
+
+async def test_a_json_answer_and_keep_alive_reuse_against_the_fake() -> None:
+    transport = H11Transport()
+    async with fake_client(transport) as (fake, client):
+        for _ in range(3):
+            response = await client.post("/chat/completions", json=chat())
+            assert response.status_code == 200
+            assert response.json()["object"] == "chat.completion"
+            assert response.headers["content-type"] == "application/json"
+            assert transport.idle_connections() == 1
+        assert len(fake.requests) == 3
+
+
+async def test_one_connection_serves_every_sequential_request() -> None:
+    async with raw_server(keep_alive()) as server:
+        async with httpx.AsyncClient(transport=H11Transport()) as client:
+            for _ in range(5):
+                assert (await client.get(server.url + "/x")).content == b"ok"
+        assert server.connections == 1
+
+
+async def test_a_streamed_answer_against_the_fake_is_read_chunk_by_chunk() -> None:
+    transport = H11Transport()
+    async with fake_client(transport) as (_, client):
+        request = client.build_request("POST", "/chat/completions", json=chat(stream=True))
+        response = await client.send(request, stream=True)
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert transport.idle_connections() == 0  # still busy with the body
+        pieces = [piece async for piece in response.aiter_raw()]
+        await response.aclose()
+        assert len(pieces) > 1
+        assert b"".join(pieces).endswith(b"data: [DONE]\n\n")
+        assert transport.idle_connections() == 1
+
+
+async def test_a_chunked_body_is_decoded_and_the_connection_kept() -> None:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            )
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(server.url)).content == b"hello world"
+            assert (await client.get(server.url)).content == b"hello world"
+        assert server.connections == 1
+
+
+async def test_a_request_body_arrives_whole_with_its_length() -> None:
+    seen: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer or not buffer.endswith(b"}"):
+            buffer += await stream.receive_some(65536)
+        seen.append(bytes(buffer))
+        await stream.send_all(answer(b"{}"))
+
+    async with raw_server(handler) as server:
+        async with httpx.AsyncClient(transport=H11Transport()) as client:
+            response = await client.post(server.url + "/p?q=1", json={"a": "é" * 3})
+        assert response.json() == {}
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /p?q=1 HTTP/1.1\r\n")
+    assert f"content-length: {len(body)}".encode() in head.lower()
+    assert json.loads(body) == {"a": "é" * 3}
+
+
+async def test_connection_close_from_the_server_is_not_reused() -> None:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        await read_request(stream, bytearray())
+        await stream.send_all(answer(b"bye", "connection: close"))
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            for _ in range(3):
+                assert (await client.get(server.url)).content == b"bye"
+                assert transport.idle_connections() == 0
+        assert server.connections == 3
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_replaced() -> None:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        await read_request(stream, bytearray())
+        await stream.send_all(answer(b"once"))  # keep-alive promised, then closed anyway
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(server.url)).content == b"once"
+            await trio.sleep(0.05)  # the close reaches the client's idle socket
+            assert (await client.get(server.url)).content == b"once"
+        assert server.connections == 2
+
+
+async def test_a_reused_connection_closed_before_any_answer_is_retried_once() -> None:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        buffer = bytearray()
+        await read_request(stream, buffer)
+        await stream.send_all(answer(b"first"))
+        if n == 0:
+            await read_request(stream, buffer)  # the second request: closed unanswered
+        else:
+            while await read_request(stream, buffer):
+                await stream.send_all(answer(b"again"))
+
+    async with raw_server(handler) as server:
+        async with httpx.AsyncClient(transport=H11Transport()) as client:
+            assert (await client.get(server.url)).content == b"first"
+            assert (await client.get(server.url)).content == b"first"  # on a new connection
+        assert server.connections == 2
+
+
+async def test_a_new_connection_closed_before_any_answer_is_a_protocol_error() -> None:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        await read_request(stream, bytearray())
+
+    async with raw_server(handler) as server:
+        async with httpx.AsyncClient(transport=H11Transport()) as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await client.get(server.url)
+        assert server.connections == 1  # a fresh connection is never retried
+
+
+async def test_a_body_cut_short_is_a_protocol_error_and_drops_the_connection() -> None:
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        await read_request(stream, bytearray())
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get(server.url)
+        assert transport.idle_connections() == 0
+
+
+async def test_no_answer_within_the_read_timeout_is_a_read_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    autojump_clock.autojump_threshold = 0.01
+
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        await read_request(stream, bytearray())
+        await trio.sleep_forever()
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(7)) as client:
+            began = trio.current_time()
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get(server.url)
+            assert trio.current_time() - began == pytest.approx(7, abs=0.1)
+        assert transport.idle_connections() == 0
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with httpx.AsyncClient(transport=H11Transport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_a_connect_that_never_completes_is_a_connect_timeout(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    monkeypatch.setattr(trio, "open_tcp_stream", never)
+    async with httpx.AsyncClient(
+        transport=H11Transport(), timeout=httpx.Timeout(30, connect=3)
+    ) as client:
+        began = trio.current_time()
+        with pytest.raises(httpx.ConnectTimeout):
+            await client.get("http://127.0.0.1:9/")
+        assert trio.current_time() - began == 3
+
+
+async def test_cancelled_mid_body_the_connection_is_discarded_not_pooled() -> None:
+    server_saw_close = trio.Event()
+
+    async def handler(stream: trio.SocketStream, n: int) -> None:
+        await read_request(stream, bytearray())
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
+        if not await stream.receive_some(1024):  # nothing more comes: the client closed
+            server_saw_close.set()
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.send(client.build_request("GET", server.url), stream=True)
+            chunks: Any = response.aiter_raw()  # an async generator: it has aclose()
+            assert await chunks.__anext__() == b"one"
+            with trio.move_on_after(0.05):
+                await chunks.__anext__()  # the server never sends the rest
+            await chunks.aclose()
+            await response.aclose()
+            assert transport.idle_connections() == 0
+            with trio.fail_after(5):
+                await server_saw_close.wait()
+
+
+async def test_a_body_closed_before_its_end_drops_the_connection() -> None:
+    async with raw_server(keep_alive(b"x" * 200_000)) as server:
+        transport = H11Transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            # The transport's own body stream (httpx's iterators would need closing one by one).
+            response = await transport.handle_async_request(client.build_request("GET", server.url))
+            body = response.stream
+            assert isinstance(body, httpx.AsyncByteStream)
+            assert await body.__aiter__().__anext__()
+            await body.aclose()
+            assert transport.idle_connections() == 0
+            assert (await client.get(server.url)).content == b"x" * 200_000
+        assert server.connections == 2
+
+
+async def test_concurrent_requests_share_a_bounded_pool() -> None:
+    async with raw_server(keep_alive()) as server:
+        transport = H11Transport(max_connections=3, max_idle=3)
+        results: list[bytes] = []
+        async with httpx.AsyncClient(transport=transport) as client:
+
+            async def one() -> None:
+                results.append((await client.get(server.url)).content)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(one)
+            assert transport.idle_connections() == 3
+        assert results == [b"ok"] * 20
+        assert server.connections == 3
+
+
+async def test_concurrent_requests_against_the_fake() -> None:
+    transport = H11Transport()
+    async with fake_client(transport) as (fake, client):
+        statuses: list[int] = []
+
+        async def one(stream: bool) -> None:
+            response = await client.post("/chat/completions", json=chat(stream=stream))
+            statuses.append(response.status_code)
+            if stream:
+                assert response.content.endswith(b"data: [DONE]\n\n")
+
+        async with trio.open_nursery() as nursery:
+            for n in range(24):
+                nursery.start_soon(one, n % 2 == 0)
+        assert statuses == [200] * 24
+        assert len(fake.requests) == 24
+
+
+async def test_send_below_httpx_reads_a_json_answer_and_a_stream_on_one_connection() -> None:
+    transport = H11Transport()
+    async with fake_client(transport) as (fake, _):
+        url = f"{fake.base_url}/chat/completions"
+        headers = [(b"authorization", f"Bearer {KEY}".encode())]
+        waits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+        answer = await transport.send(b"POST", url, headers, json.dumps(chat()).encode(), waits)
+        assert answer.status == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert json.loads(await answer.read())["object"] == "chat.completion"
+        body = json.dumps(chat(stream=True)).encode()
+        answer = await transport.send(b"POST", url, headers, body, waits)
+        pieces = [piece async for piece in answer]
+        assert b"".join(pieces).endswith(b"data: [DONE]\n\n")
+        assert transport.idle_connections() == 1
+        assert len(fake.requests) == 2
