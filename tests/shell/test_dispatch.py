@@ -287,3 +287,20 @@ async def test_a_stream_that_never_starts_is_answered_with_a_json_error(
     assert status == 502
     assert got["content-type"] == "application/json"
     assert json.loads(data)["error"]["code"] == "upstream_failed"
+
+
+async def test_a_lone_surrogate_in_a_request_goes_upstream_escaped(
+    harness_for: Any, autojump_clock: Any
+) -> None:
+    half_emoji = json.loads('"hi \\ud83d"')  # JSON can spell half a surrogate pair
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content)["messages"][0]["content"] == half_emoji
+        answer = json.dumps(completion("alpha", text=half_emoji))  # escaped, as providers send it
+        return httpx.Response(200, content=answer.encode())
+
+    h = await harness_for(handler)
+    request = body(messages=[{"role": "user", "content": half_emoji}])
+    reply = await h.dispatcher.complete(shape_of(request), request)
+    assert reply.status == 200
+    assert json.loads(reply.body)["choices"][0]["message"]["content"] == half_emoji

@@ -59,7 +59,8 @@ def session_key(
     if first_user is None:
         return None
     text = json.dumps([system, first_user], sort_keys=True, ensure_ascii=False, default=str)
-    return "c:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    # surrogatepass: a lone surrogate (JSON can spell one) must not stop the request.
+    return "c:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def lookup(sessions: Sessions, key: str | None, *, now: float, ttl: float) -> Binding | None:

@@ -31,7 +31,7 @@ import attrs
 import httpx
 import trio
 
-from freellm.core import router
+from freellm.core import router, wire
 from freellm.core.catalog import Catalog
 from freellm.core.chat import ChatShape
 from freellm.core.dialects import Untranslatable
@@ -91,7 +91,7 @@ def error_body(
     message: str, type_: str, *, param: str | None = None, code: str | None = None
 ) -> bytes:
     error = {"message": message, "type": type_, "param": param, "code": code}
-    return json.dumps({"error": error}, ensure_ascii=False).encode()
+    return wire.dumps({"error": error})
 
 
 class _Prepared(NamedTuple):
@@ -233,7 +233,9 @@ class _Run:
             if call.outcome.kind is Kind.SUCCESS:
                 assert call.answer is not None
                 self._succeeded(slot, call.usage)
-                return Reply(200, self._headers(slot, len(self.attempts) - 1), _dumps(call.answer))
+                return Reply(
+                    200, self._headers(slot, len(self.attempts) - 1), wire.dumps(call.answer)
+                )
             if call.outcome.rule.failover is Failover.CLIENT:
                 return self._client_error(call.outcome)
         return self._exhausted()
@@ -547,7 +549,3 @@ class _Run:
         )
         for observer in self.d.observers:
             observer(log)
-
-
-def _dumps(data: Mapping[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()

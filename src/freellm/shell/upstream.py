@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import attrs
 import httpx
 
+from freellm.core import wire
 from freellm.core.catalog import AuthStyle, Catalog, Dialect, ProviderSpec
 from freellm.core.dialects import Untranslatable, cohere, gemini
 from freellm.core.dialects import openai as openai_dialect
@@ -111,10 +112,6 @@ def _auth_headers(provider: ProviderSpec, token: str) -> dict[str, str]:
     return headers
 
 
-def _dumps(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class OpenAIAdapter:
     """OpenAI-compatible providers, with their quirks."""
 
@@ -135,7 +132,10 @@ class OpenAIAdapter:
             body, slot.model.id, stream=stream, stream_options=provider.id != "cohere"
         )
         return Outgoing(
-            "POST", f"{base_url}/chat/completions", _auth_headers(provider, token), _dumps(upstream)
+            "POST",
+            f"{base_url}/chat/completions",
+            _auth_headers(provider, token),
+            wire.dumps(upstream),
         )
 
     def answer(
@@ -166,7 +166,7 @@ class GeminiAdapter:
         if isinstance(upstream, Untranslatable):
             return upstream
         url = provider.base_url + gemini.endpoint(slot.model.id, stream=stream)
-        return Outgoing("POST", url, _auth_headers(provider, secret), _dumps(upstream))
+        return Outgoing("POST", url, _auth_headers(provider, secret), wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int
@@ -195,7 +195,7 @@ class CohereAdapter:
         if isinstance(upstream, Untranslatable):
             return upstream
         url = f"{provider.base_url}/v2/chat"
-        return Outgoing("POST", url, _auth_headers(provider, secret), _dumps(upstream))
+        return Outgoing("POST", url, _auth_headers(provider, secret), wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int

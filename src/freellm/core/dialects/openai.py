@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import attrs
 
+from freellm.core import wire
 from freellm.core.sse import Event
 
 __all__ = [
@@ -176,5 +177,5 @@ class StreamFold:
             changed = True
         self.chunks += 1
         if changed:
-            raw = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+            return [b"data: " + wire.dumps(chunk) + b"\n\n"]
         return [b"data: " + raw.encode() + b"\n\n"]

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import attrs
 
+from freellm.core import wire
 from freellm.core.dialects.cohere.common import _is_int
 from freellm.core.dialects.cohere.response import (
     FAILED_FINISH,
@@ -197,9 +198,7 @@ def _chunk(state: StreamState, delta: dict[str, Any], finish: str | None) -> byt
 
 def _sse(body: Mapping[str, Any]) -> bytes:
     # json.dumps escapes line breaks inside strings, so one data: line always holds the chunk.
-    return (
-        b"data: " + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-    )
+    return b"data: " + wire.dumps(body) + b"\n\n"
 
 
 class StreamFold:

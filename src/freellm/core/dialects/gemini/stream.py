@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from freellm.core import wire
 from freellm.core.dialects.gemini.common import _json
 from freellm.core.dialects.gemini.response import (
     ChoiceState,
@@ -146,7 +146,7 @@ class GeminiStreamFold:
         out = []
         for chunk in chunks:
             self.completion_chars += _chars(chunk["choices"])
-            out.append(b"data: " + _dumps(chunk).encode() + b"\n\n")
+            out.append(b"data: " + wire.dumps(chunk) + b"\n\n")
         self.chunks += len(out)
         if self.state.finished:
             self.done = True
@@ -162,7 +162,3 @@ def _chars(choices: Iterable[Mapping[str, Any]]) -> int:
         for call in delta.get("tool_calls") or ():
             total += len(call["function"]["arguments"])
     return total
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
