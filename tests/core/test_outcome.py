@@ -460,7 +460,7 @@ CLASSIFY_CASES: list[
         gemini_429("GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
         None,
         Kind.RATE_LIMITED,
-        53.0,
+        53.2,  # the message's delay: RetryInfo's 53 s is it rounded down
     ),
     (
         "gemini per-day ignores its delay",

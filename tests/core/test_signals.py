@@ -426,20 +426,20 @@ def gemini_body(*quota_ids: str, retry_delay: str | None = "53s") -> dict[str, o
 
 def test_gemini_per_day_quota_id_means_per_day() -> None:
     assert parse_gemini_error(json.dumps(gemini_body(PER_DAY_ID))) == QuotaSignal(
-        per_day=True, retry_after=53.0, quota_id=PER_DAY_ID, message=GEMINI_MESSAGE
+        per_day=True, retry_after=53.2, quota_id=PER_DAY_ID, message=GEMINI_MESSAGE
     )
 
 
 def test_gemini_per_minute_quota_id_means_retry_after_the_delay() -> None:
     assert parse_gemini_error(json.dumps(gemini_body(PER_MINUTE_ID))) == QuotaSignal(
-        per_day=False, retry_after=53.0, quota_id=PER_MINUTE_ID, message=GEMINI_MESSAGE
+        per_day=False, retry_after=53.2, quota_id=PER_MINUTE_ID, message=GEMINI_MESSAGE
     )
 
 
 def test_gemini_a_per_day_violation_wins_over_a_per_minute_one() -> None:
     body = json.dumps(gemini_body(PER_MINUTE_ID, PER_DAY_ID))
     assert parse_gemini_error(body) == QuotaSignal(
-        per_day=True, retry_after=53.0, quota_id=PER_DAY_ID, message=GEMINI_MESSAGE
+        per_day=True, retry_after=53.2, quota_id=PER_DAY_ID, message=GEMINI_MESSAGE
     )
 
 
@@ -451,9 +451,22 @@ def test_gemini_token_per_day_quota_id_is_per_day() -> None:
 
 
 def test_gemini_fractional_retry_delay() -> None:
-    signal = parse_gemini_error(json.dumps(gemini_body(PER_MINUTE_ID, retry_delay="0.5s")))
+    body = gemini_body(PER_MINUTE_ID, retry_delay="0.5s")
+    body["error"]["message"] = "You exceeded your current quota."  # type: ignore[index]
+    signal = parse_gemini_error(json.dumps(body))
     assert signal is not None
     assert signal.retry_after == 0.5
+
+
+def test_gemini_waits_for_the_later_of_retry_info_and_the_message() -> None:
+    """RetryInfo rounds the message's delay down to whole seconds: retrying then is early."""
+    signal = parse_gemini_error(json.dumps(gemini_body(PER_MINUTE_ID, retry_delay="53s")))
+    assert signal is not None
+    assert signal.retry_after == 53.2
+    later = gemini_body(PER_MINUTE_ID, retry_delay="60s")
+    signal = parse_gemini_error(json.dumps(later))
+    assert signal is not None
+    assert signal.retry_after == 60.0
 
 
 def test_gemini_falls_back_to_the_delay_in_the_message() -> None:
@@ -477,7 +490,7 @@ def test_gemini_body_as_bytes_reads_like_text() -> None:
 def test_gemini_error_wrapped_in_a_list_is_read() -> None:
     body = json.dumps([gemini_body(PER_DAY_ID)])
     assert parse_gemini_error(body) == QuotaSignal(
-        per_day=True, retry_after=53.0, quota_id=PER_DAY_ID, message=GEMINI_MESSAGE
+        per_day=True, retry_after=53.2, quota_id=PER_DAY_ID, message=GEMINI_MESSAGE
     )
 
 

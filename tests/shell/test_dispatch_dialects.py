@@ -94,7 +94,7 @@ def chunks_of(data: bytes) -> list[dict[str, Any]]:
 def quota_429(quota_id: str, retry: str = "53s") -> httpx.Response:
     error = {
         "code": 429,
-        "message": "You exceeded your current quota. Please retry in 53.2s.",
+        "message": f"You exceeded your current quota. Please retry in {retry}.",
         "status": "RESOURCE_EXHAUSTED",
         "details": [
             {

@@ -67,7 +67,7 @@ def test_probe_urls_follow_each_providers_check() -> None:
     url, headers = probe_url(catalog.providers["cloudflare"], "acct:tok")
     assert url == "https://api.cloudflare.com/client/v4/user/tokens/verify"
     assert headers == {"authorization": "Bearer tok"}
-    assert probe_url(catalog.providers["cohere"], "k")[0] == "https://api.cohere.com/v2/models"
+    assert probe_url(catalog.providers["cohere"], "k")[0] == "https://api.cohere.com/v1/models"
     assert probe_url(catalog.providers["mine"], "k")[0] == "http://127.0.0.1:11434/v1/models"
 
 
@@ -98,3 +98,34 @@ async def test_the_loop_probes_due_keys_one_at_a_time_on_a_jittered_tick(
         nursery.cancel_scope.cancel()
     assert len(reports) == 1  # probed once, then not due again
     assert reports[0][:2] == ("k1", health.Event.PROBE_ERROR)  # nothing listens on port 9
+
+
+async def test_gemini_and_cohere_keys_are_checked_at_their_own_endpoints() -> None:
+    """Gemini refuses a bad key with a 400 API_KEY_INVALID, Cohere with a 401: both are
+    invalid keys. The fakes serve each provider's real paths."""
+    async with (
+        open_fake_provider("gemini", keys=["AIza-good"]) as gemini,
+        open_fake_provider("cohere", keys=["co-good"]) as cohere,
+    ):
+        config = {
+            "providers": {
+                "google": {
+                    "dialect": "gemini",
+                    "auth": "x-goog-api-key",
+                    "base_url": gemini.base_url,
+                },
+                "cohere": {"dialect": "cohere", "base_url": cohere.base_url},
+            }
+        }
+        catalog = apply_config(Catalog(), config)
+        async with open_upstreams(catalog) as upstreams:
+            for provider, good in (("google", "AIza-good"), ("cohere", "co-good")):
+                spec = catalog.providers[provider]
+                assert await probe_key(upstreams, spec, good) == (health.Event.PROBE_OK, None)
+                event, note = await probe_key(upstreams, spec, "wrong")
+                assert event is health.Event.PROBE_INVALID, (provider, note)
+        assert [(r.path, r.status) for r in gemini.requests] == [("/models", 200), ("/models", 400)]
+        assert [(r.path, r.status) for r in cohere.requests] == [
+            ("/v1/models", 200),
+            ("/v1/models", 401),
+        ]

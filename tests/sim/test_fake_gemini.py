@@ -602,7 +602,7 @@ async def test_a_per_minute_cap_answers_resource_exhausted(
     assert error["message"].endswith("Please retry in 39.5s.")
     signal = parse_gemini_error(refused.content)
     assert signal is not None
-    assert (signal.per_day, signal.retry_after) == (False, 39.0)
+    assert (signal.per_day, signal.retry_after) == (False, 39.5)
     assert signal.quota_id == "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
     assert raised.value.code == 429
     assert (g.fake.served, g.fake.rate_limited) == (1, 2)

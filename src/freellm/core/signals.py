@@ -353,7 +353,8 @@ def parse_gemini_error(body: bytes | str) -> QuotaSignal | None:
     ``details``, a ``google.rpc.QuotaFailure`` lists ``violations[].quotaId``: any id
     containing "PerDay" makes the signal `per_day`, and `quota_id` is the first per-day id, or
     the first id when none is per-day. A ``google.rpc.RetryInfo``'s ``retryDelay`` ("53s")
-    gives `retry_after`, falling back to "Please retry in 53.2s" in the message. Returns None
+    and the message's "Please retry in 53.2s" give `retry_after`: the later of the two, since
+    ``retryDelay`` is the message's delay rounded down to whole seconds. Returns None
     when the body is not JSON or not that shape; never raises, whatever the input.
     """
     error = _error_object(_load_json(body))
@@ -378,10 +379,10 @@ def parse_gemini_error(body: bytes | str) -> QuotaSignal | None:
             delay = detail.get("retryDelay")
             if isinstance(delay, str):
                 retry_after = parse_duration(delay)
-    if retry_after is None:
-        match = _RETRY_IN_RE.search(message)
-        if match is not None:
-            retry_after = parse_duration(match.group(1))
+    match = _RETRY_IN_RE.search(message)
+    said = parse_duration(match.group(1)) if match is not None else None
+    if said is not None and (retry_after is None or said > retry_after):
+        retry_after = said
     per_day_ids = [quota_id for quota_id in quota_ids if "perday" in quota_id.lower()]
     chosen = per_day_ids or quota_ids
     return QuotaSignal(

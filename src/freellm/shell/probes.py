@@ -2,9 +2,11 @@
 
 What each provider's check is comes from providers.md: OpenAI-style providers ``GET {base}/models``
 (valid unless 401/403); Google ``GET /models`` with the key (a bad key is a 400
-``API_KEY_INVALID`` there); Cohere ``GET /v2/models``; Cloudflare
-``GET /user/tokens/verify``; Hugging Face ``GET https://huggingface.co/api/whoami-v2``. A base URL
-overridden in the config (a fake provider, a proxy) is always checked with ``GET {base}/models``.
+``API_KEY_INVALID`` there); Cohere ``GET /v1/models`` (providers.md says ``/v2/models``, but
+Cohere's model list is a v1 endpoint, in its API reference and its SDK's v2 client alike);
+Cloudflare ``GET /user/tokens/verify``; Hugging Face ``GET https://huggingface.co/api/whoami-v2``.
+The Cloudflare and Hugging Face checks need their default base URLs; with a base URL overridden
+in the config (a fake provider, a proxy) they check ``GET {base}/models`` instead.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def probe_url(provider: ProviderSpec, secret: str) -> tuple[str, dict[str, str]]
         if provider.id == "huggingface":
             return "https://huggingface.co/api/whoami-v2", headers
     if provider.dialect is Dialect.COHERE:
-        return f"{provider.base_url}/v2/models", headers
+        return f"{provider.base_url}/v1/models", headers
     return f"{provider.base_url}/models", headers
 
 
