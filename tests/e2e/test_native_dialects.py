@@ -287,3 +287,40 @@ async def test_langchain_binds_tools_end_to_end(
     assert tool_calls[0]["name"] == "get_weather"
     assert "city" in tool_calls[0]["args"]
     assert reply
+
+
+async def test_a_gemini_quota_429_fails_over_to_cohere_and_keeps_the_key_out(
+    tmp_path: Path,
+) -> None:
+    """Gemini's free tier is tighter than the config believes: its RESOURCE_EXHAUSTED 429 moves
+    the request on to Cohere, and the next request does not try Gemini's spent key again."""
+    gemini_caps = {GEMINI.model: FakeCaps(rpd=1)}
+    async with (
+        open_fake_provider("gemini", keys=[GEMINI.key], models=gemini_caps) as gemini,
+        open_fake_provider("cohere", keys=[COHERE.key]) as cohere,
+    ):
+        config = config_text(
+            {"google": gemini, "cohere": cohere},
+            {"google": GEMINI.models_table(), "cohere": COHERE.models_table()},
+            [f"google/{GEMINI.model}", f"cohere/{COHERE.model}"],
+        )
+        keys = {"google": [GEMINI.key], "cohere": [COHERE.key]}
+        async with running_proxy(tmp_path / "data", config, keys) as proxy:
+            client = client_of(proxy)
+            routes = []
+            for turn in range(3):
+                messages: list[ChatCompletionMessageParam] = [
+                    {"role": "user", "content": f"question {turn}"}
+                ]
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="auto", messages=messages
+                )
+                routes.append((raw.headers["x-routed-via"], raw.headers.get("x-fallback-attempts")))
+            await client.close()
+    assert routes == [
+        (f"google/{GEMINI.model}", None),
+        (f"cohere/{COHERE.model}", "1"),  # Gemini's day was spent: one 429, then Cohere
+        (f"cohere/{COHERE.model}", None),  # and the spent key is not tried again
+    ]
+    assert [r.status for r in gemini.requests] == [200, 429]
+    assert gemini.rate_limited == 1
