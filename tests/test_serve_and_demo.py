@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -78,9 +79,19 @@ async def test_demo_answers_the_curl_it_prints() -> None:
                 },
                 content=body.group(1),
             )
-        assert answer.status_code == 200
-        assert answer.headers["x-routed-via"] == "groq/llama-3.3-70b-versatile"
-        assert answer.json()["choices"][0]["message"]["content"] == "fake-groq says: Hello!"
+            assert answer.status_code == 200
+            assert answer.headers["x-routed-via"] == "groq/llama-3.3-70b-versatile"
+            assert answer.json()["choices"][0]["message"]["content"] == "fake-groq says: Hello!"
+            for model in ("google/gemini-2.5-flash", "cohere/command-a-03-2025"):
+                assert f'"{model}"' in printed
+                native = await client.post(
+                    url.group(1),
+                    headers={"authorization": f"Bearer {key.group(1)}"},
+                    json={**json.loads(body.group(1)), "model": model},
+                )
+                assert native.status_code == 200, native.text
+                assert native.headers["x-routed-via"] == model
+                assert native.json()["choices"][0]["message"]["content"].endswith("says: Hello!")
     finally:
         assert await stop(process) == 0
 

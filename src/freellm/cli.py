@@ -170,6 +170,9 @@ DEMO_PROVIDERS = {
     "groq": ("groq", "llama-3.3-70b-versatile", {"rpm": 30, "rpd": 1000, "tpm": 12000}),
     "cerebras": ("cerebras", "qwen-3-235b-a22b-instruct-2507", {"rpm": 30, "tpm": 60000}),
     "openrouter": ("openrouter", "meta-llama/llama-3.3-70b-instruct:free", {"rpm": 20, "rpd": 50}),
+    # Native dialects: freellm translates to Gemini's and Cohere's own APIs.
+    "google": ("gemini", "gemini-2.5-flash", {"rpm": 10, "rpd": 250}),
+    "cohere": ("cohere", "command-a-03-2025", {"rpm": 20, "rpd": 33}),
 }
 
 
@@ -218,13 +221,18 @@ async def demo(args: argparse.Namespace) -> int:
             url = await nursery.start(
                 partial(serve_runtime, runtime, args.host, args.port, shutdown_trigger=_signal)
             )
-            print(f"freellm demo: fake groq, cerebras and openrouter behind {url}/v1")
+            fakes = ", ".join(DEMO_PROVIDERS)
+            print(f"freellm demo: fake {fakes} behind {url}/v1")
             print("try it (no provider key needed):\n")
             print(
                 f"  curl {url}/v1/chat/completions \\\n"
                 f'    -H "Authorization: Bearer {runtime.unified_key}" \\\n'
                 '    -H "Content-Type: application/json" \\\n'
                 f"    -d '{DEMO_BODY}'\n"
+            )
+            print(
+                'Gemini\'s and Cohere\'s own APIs answer for "model": "google/gemini-2.5-flash" '
+                'or "cohere/command-a-03-2025".'
             )
             print("Ctrl-C stops it.", flush=True)
     return 0
