@@ -34,6 +34,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).parent))
 
 import proxy_bench as pb
+from _load import Endpoint, Wrk
+from _procs import FLAVORS, Children, cpu_seconds, taskset, wait_for_output
 
 FIXED = json.dumps(
     {
@@ -124,13 +126,13 @@ def main() -> int:
         return 0
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     tmp = Path(tempfile.mkdtemp(prefix="freellm-ceiling-"))
-    children = pb.Children()
+    children = Children()
     try:
         fake_out = tmp / "fake.log"
-        argv = [*pb.taskset(True, pb.UPSTREAM_CPU), sys.executable, __file__]
+        argv = [*taskset(True, pb.UPSTREAM_CPU), sys.executable, __file__]
         fake = children.spawn(
             [
-                *pb.taskset(True, pb.UPSTREAM_CPU),
+                *taskset(True, pb.UPSTREAM_CPU),
                 sys.executable,
                 pb.__file__,
                 "--serve-fake",
@@ -139,22 +141,22 @@ def main() -> int:
             output=fake_out,
             env=env,
         )
-        base = pb.wait_for_output(fake, fake_out, r"at (http://\S+) pid", 20)[1]
+        base = wait_for_output(fake, fake_out, r"at (http://\S+) pid", 20)[1]
         upstream = f"{base}/chat/completions"
-        model = pb.FLAVORS["groq"].model
-        wrk = pb.Wrk("wrk", tmp, pb.taskset(True, pb.UPSTREAM_CPU))
+        model = FLAVORS["groq"].model
+        wrk = Wrk("wrk", tmp, taskset(True, pb.UPSTREAM_CPU))
         print(f"{'case':8} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'CPU ms/req':>11} {'CPU %':>6}")
         for case in args.cases.split(","):
             out = tmp / f"{case}.log"
-            argv = [*pb.taskset(True, pb.PROXY_CPU), sys.executable, __file__]
+            argv = [*taskset(True, pb.PROXY_CPU), sys.executable, __file__]
             server = children.spawn([*argv, "--serve", case, upstream], output=out, env=env)
-            url = pb.wait_for_output(server, out, r"serving (http://\S+) pid", 20)[1]
-            endpoint = pb.Endpoint(case, f"{url}/v1/chat/completions", pb.UPSTREAM_SECRET, model)
+            url = wait_for_output(server, out, r"serving (http://\S+) pid", 20)[1]
+            endpoint = Endpoint(case, f"{url}/v1/chat/completions", pb.UPSTREAM_SECRET, model)
             wrk.run(endpoint, 8, 1.0)  # warm-up
             for concurrency in (1, 32):
-                before, began = pb.cpu_seconds(server.pid), time.perf_counter()
+                before, began = cpu_seconds(server.pid), time.perf_counter()
                 measured = wrk.run(endpoint, concurrency, args.duration)
-                cpu = pb.cpu_seconds(server.pid) - before
+                cpu = cpu_seconds(server.pid) - before
                 wall = time.perf_counter() - began
                 per = cpu / measured.requests * 1000 if measured.requests else 0.0
                 print(

@@ -6,11 +6,11 @@ import math
 from typing import TypeGuard
 
 
-def _is_int(value: object) -> TypeGuard[int]:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _finite(value: object) -> float | None:
+def finite(value: object) -> float | None:
     """``value`` as a float if it is a finite JSON number (``json.loads`` also makes NaN,
     infinities and integers too large for a float)."""
     if not isinstance(value, int | float) or isinstance(value, bool):

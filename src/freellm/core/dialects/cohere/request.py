@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from freellm.core.dialects import Untranslatable
-from freellm.core.dialects.cohere.common import _finite, _is_int
+from freellm.core.dialects.cohere.common import finite, is_int
 
 IMAGE_DETAILS: Final = frozenset({"auto", "low", "high"})
 EMPTY_SCHEMA: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
@@ -283,7 +283,7 @@ def _sampling(body: Mapping[str, Any]) -> dict[str, Any] | Untranslatable:
         value = body.get(name)
         if value is None:
             continue
-        if not _is_int(value):
+        if not is_int(value):
             return Untranslatable(name, f"`{name}` must be an integer.")
         limits.append(value)
     if limits:
@@ -297,7 +297,7 @@ def _sampling(body: Mapping[str, Any]) -> dict[str, Any] | Untranslatable:
         value = body.get(name)
         if value is None:
             continue
-        number = _finite(value)
+        number = finite(value)
         if number is None:
             return Untranslatable(name, f"`{name}` must be a number.")
         clamped = max(low, number)
@@ -306,7 +306,7 @@ def _sampling(body: Mapping[str, Any]) -> dict[str, Any] | Untranslatable:
         value = body.get(name)
         if value is None:
             continue
-        if not _is_int(value):
+        if not is_int(value):
             return Untranslatable(name, f"`{name}` must be an integer.")
         out[target] = min(500, max(0, value)) if target == "k" else value
     stop = body.get("stop")

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import attrs
 
-from freellm.core.dialects.cohere.common import _finite
+from freellm.core.dialects.cohere.common import finite
 from freellm.core.dialects.openai import Usage
 
 FINISH_REASONS: Final[Mapping[str, str]] = {
@@ -51,7 +51,7 @@ def usage_of(usage: object) -> Usage | None:
     for name in ("input_tokens", "output_tokens"):
         for group in ("billed_units", "tokens"):
             section = usage.get(group)
-            value = _finite(section.get(name)) if isinstance(section, dict) else None
+            value = finite(section.get(name)) if isinstance(section, dict) else None
             if value is not None:
                 counts.append(max(0, int(value)))
                 break
@@ -97,7 +97,7 @@ def translate_response(data: object, *, model: str, created: int) -> Answer | Up
     if thoughts:
         out_message["reasoning_content"] = "".join(thoughts)
     body: dict[str, Any] = {
-        "id": _openai_id(data.get("id")),
+        "id": openai_id(data.get("id")),
         "object": "chat.completion",
         "created": created,
         "model": model,
@@ -106,12 +106,12 @@ def translate_response(data: object, *, model: str, created: int) -> Answer | Up
                 "index": 0,
                 "message": out_message,
                 "logprobs": None,
-                "finish_reason": _finish_reason(finish, tool_calls=bool(calls)),
+                "finish_reason": finish_reason_of(finish, tool_calls=bool(calls)),
             }
         ],
     }
     if usage is not None:
-        body["usage"] = _openai_usage(usage)
+        body["usage"] = openai_usage(usage)
     return Answer(body, usage)
 
 
@@ -132,14 +132,14 @@ def _response_tool_calls(calls: object, response_id: object) -> list[dict[str, A
                 "type": "function",
                 "function": {
                     "name": str(function.get("name") or ""),
-                    "arguments": _arguments(function.get("arguments")),
+                    "arguments": arguments_json(function.get("arguments")),
                 },
             }
         )
     return out
 
 
-def _arguments(arguments: object) -> str:
+def arguments_json(arguments: object) -> str:
     if isinstance(arguments, str):
         return arguments
     if arguments is None:
@@ -147,18 +147,18 @@ def _arguments(arguments: object) -> str:
     return json.dumps(arguments, ensure_ascii=False)
 
 
-def _finish_reason(finish: object, *, tool_calls: bool) -> str:
+def finish_reason_of(finish: object, *, tool_calls: bool) -> str:
     reason = FINISH_REASONS.get(finish, "stop") if isinstance(finish, str) else "stop"
     return "tool_calls" if tool_calls and reason == "stop" else reason
 
 
-def _openai_id(cohere_id: object) -> str:
+def openai_id(cohere_id: object) -> str:
     return (
         f"chatcmpl-{cohere_id}" if isinstance(cohere_id, str) and cohere_id else "chatcmpl-cohere"
     )
 
 
-def _openai_usage(usage: Usage) -> dict[str, int]:
+def openai_usage(usage: Usage) -> dict[str, int]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,

@@ -9,13 +9,13 @@ from typing import Any, Final
 import attrs
 
 from freellm.core import wire
-from freellm.core.dialects.cohere.common import _is_int
+from freellm.core.dialects.cohere.common import is_int
 from freellm.core.dialects.cohere.response import (
     FAILED_FINISH,
-    _arguments,
-    _finish_reason,
-    _openai_id,
-    _openai_usage,
+    arguments_json,
+    finish_reason_of,
+    openai_id,
+    openai_usage,
     usage_of,
 )
 from freellm.core.dialects.openai import StreamError, Usage
@@ -77,7 +77,7 @@ def fold_event(state: StreamState, event: Event) -> tuple[StreamState, list[byte
     if kind == "message-start":
         cohere_id = data.get("id")
         if isinstance(cohere_id, str) and cohere_id and not state.started:
-            state = attrs.evolve(state, id=_openai_id(cohere_id))
+            state = attrs.evolve(state, id=openai_id(cohere_id))
         return _emit(state, [])
     if kind in ("content-start", "content-delta"):
         content = message.get("content")
@@ -112,12 +112,12 @@ def _tool_call_start(
     function = function if isinstance(function, dict) else {}
     index = len(state.calls)
     name = str(function.get("name") or "")
-    arguments = _arguments(function.get("arguments"))
+    arguments = arguments_json(function.get("arguments"))
     call_id = call.get("id")
     if not isinstance(call_id, str) or not call_id:
         call_id = f"call_{state.id}_{index}"
     state = attrs.evolve(
-        state, calls=(*state.calls, cohere_index if _is_int(cohere_index) else None)
+        state, calls=(*state.calls, cohere_index if is_int(cohere_index) else None)
     )
     first = {
         "index": index,
@@ -136,7 +136,7 @@ def _tool_call_delta(
     if not state.calls or not isinstance(arguments, str) or not arguments:
         return state, []
     index = len(state.calls) - 1
-    if _is_int(cohere_index) and cohere_index in state.calls:
+    if is_int(cohere_index) and cohere_index in state.calls:
         index = state.calls.index(cohere_index)
     piece = {"index": index, "function": {"arguments": arguments}}
     return _emit(state, [{"tool_calls": [piece]}], len(arguments))
@@ -152,7 +152,7 @@ def _message_end(
         message = str(said) if said else f"Cohere ended the stream with {finish}"
         return attrs.evolve(state, usage=usage, failure=StreamFailure(message[:500], raw)), []
     state, out = _emit(state, [])
-    tail = [_chunk(state, {}, _finish_reason(finish, tool_calls=bool(state.calls)))]
+    tail = [_chunk(state, {}, finish_reason_of(finish, tool_calls=bool(state.calls)))]
     if state.include_usage and usage is not None:
         body = {
             "id": state.id,
@@ -160,7 +160,7 @@ def _message_end(
             "created": state.created,
             "model": state.model,
             "choices": [],
-            "usage": _openai_usage(usage),
+            "usage": openai_usage(usage),
         }
         tail.append(_sse(body))
     state = attrs.evolve(state, usage=usage, done=True, chunks=state.chunks + len(tail))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 
-def _json(text: str) -> object:
+def parse_json(text: str) -> object:
     """``text`` parsed, or ``None``; NaN and Infinity are refused (they are not JSON)."""
     try:
         return json.loads(text, parse_constant=_refuse_constant)
@@ -17,5 +17,5 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(name)
 
 
-def _number(value: object) -> bool:
+def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

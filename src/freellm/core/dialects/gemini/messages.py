@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from freellm.core.dialects import Untranslatable
-from freellm.core.dialects.gemini.common import _json
+from freellm.core.dialects.gemini.common import parse_json
 from freellm.core.dialects.gemini.signatures import SKIP_SIGNATURE, Signature, decode_call_id
 
 _DATA_URL: Final = re.compile(r"data:([^;,]+)((?:;[^;,]*)*);base64,(.*)", re.DOTALL)
@@ -23,7 +23,7 @@ _IMAGE_TYPES: Final[Mapping[str, str]] = {
 }
 
 
-def _contents(
+def conversation_contents(
     messages: Sequence[object],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | Untranslatable:
     """The system parts and the merged turns of an OpenAI conversation."""
@@ -218,7 +218,7 @@ def _arguments(arguments: object) -> dict[str, Any] | None:
         return {}
     if isinstance(arguments, Mapping):
         return dict(arguments)
-    parsed = _json(arguments) if isinstance(arguments, str) else None
+    parsed = parse_json(arguments) if isinstance(arguments, str) else None
     return parsed if isinstance(parsed, dict) else None
 
 
@@ -238,7 +238,7 @@ def _tool_result_parts(
             )
         name = found
     text = _text_of(message.get("content"))
-    parsed = _json(text) if text else None
+    parsed = parse_json(text) if text else None
     if not isinstance(parsed, dict):  # Gemini's response is an object: wrap anything else
         parsed = {"result": text if parsed is None else parsed}
     return [{"functionResponse": {"name": name, "response": parsed}}]

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from freellm.core.dialects import Untranslatable
-from freellm.core.dialects.gemini.common import _number
-from freellm.core.dialects.gemini.messages import _contents
+from freellm.core.dialects.gemini.common import is_number
+from freellm.core.dialects.gemini.messages import conversation_contents
 from freellm.core.dialects.gemini.schema import clean_schema
 
 
@@ -76,7 +76,7 @@ def translate_request(body: Mapping[str, Any]) -> dict[str, Any] | Untranslatabl
         if asks(body.get(name)):
             return Untranslatable(name, f"`{name}` cannot be translated for Gemini: {why}")
     messages = body.get("messages")
-    turns = _contents(messages if isinstance(messages, list) else [])
+    turns = conversation_contents(messages if isinstance(messages, list) else [])
     if isinstance(turns, Untranslatable):
         return turns
     system, contents = turns
@@ -179,7 +179,7 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
         ("top_k", "topK"),
     ):
         value = body.get(openai_name)
-        if _number(value):
+        if is_number(value):
             config[gemini_name] = value
     limits = [
         value

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import attrs
 
-from freellm.core.dialects.gemini.signatures import Signature, _call_tag, encode_call_id
+from freellm.core.dialects.gemini.signatures import Signature, call_tag, encode_call_id
 from freellm.core.dialects.openai import Usage
 
 #: Gemini ``finishReason`` -> OpenAI ``finish_reason``; anything else maps to ``stop``. A choice
@@ -39,7 +39,7 @@ class ChoiceState:
     finish_reason: str | None = None
 
 
-def _read_parts(
+def read_parts(
     choice: ChoiceState, parts: object, response_id: str
 ) -> tuple[ChoiceState, str, list[dict[str, Any]]]:
     """The text and tool calls of a candidate's next ``parts``; thought parts are skipped."""
@@ -64,7 +64,7 @@ def _read_parts(
                 carried = Signature(signature)
             elif pending is not None:
                 carried, pending = Signature(pending, on_text=True), None
-            tag = _call_tag(response_id, choice.index, count, name, arguments)
+            tag = call_tag(response_id, choice.index, count, name, arguments)
             calls.append(
                 {
                     "id": encode_call_id(tag, carried),
@@ -85,7 +85,7 @@ def _read_parts(
     return choice, "".join(texts), calls
 
 
-def _finish(choice: ChoiceState, reason: object) -> str:
+def finish_reason_of(choice: ChoiceState, reason: object) -> str:
     mapped = FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
     if choice.calls and mapped == "stop":
         return "tool_calls"
@@ -110,7 +110,7 @@ def _count(meta: Mapping[str, Any], key: str) -> int:
     return max(0, value) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _usage_json(meta: Mapping[str, Any]) -> dict[str, Any]:
+def usage_json(meta: Mapping[str, Any]) -> dict[str, Any]:
     usage = usage_of({"usageMetadata": meta}) or Usage(0, 0)
     total = _count(meta, "totalTokenCount") or usage.total
     return {
@@ -122,7 +122,7 @@ def _usage_json(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _candidates(data: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+def candidates_of(data: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     found = data.get("candidates")
     out: list[tuple[int, Mapping[str, Any]]] = []
     for candidate in found if isinstance(found, list) else ():
@@ -132,22 +132,22 @@ def _candidates(data: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     return sorted(out, key=lambda pair: pair[0])
 
 
-def _parts_of(candidate: Mapping[str, Any]) -> object:
+def parts_of(candidate: Mapping[str, Any]) -> object:
     content = candidate.get("content")
     return content.get("parts") if isinstance(content, Mapping) else None
 
 
-def _blocked(data: Mapping[str, Any]) -> bool:
+def prompt_blocked(data: Mapping[str, Any]) -> bool:
     feedback = data.get("promptFeedback")
     return isinstance(feedback, Mapping) and bool(feedback.get("blockReason"))
 
 
-def _response_id(data: Mapping[str, Any]) -> str:
+def response_id_of(data: Mapping[str, Any]) -> str:
     value = data.get("responseId")
     return value if isinstance(value, str) else ""
 
 
-def _model(data: Mapping[str, Any], fallback: str) -> str:
+def model_of(data: Mapping[str, Any], fallback: str) -> str:
     value = data.get("modelVersion")
     return value if isinstance(value, str) and value else fallback
 
@@ -163,13 +163,13 @@ def translate_response(
     """
     if not isinstance(data, Mapping) or "error" in data:
         raise ValueError("not a GenerateContentResponse")
-    candidates = _candidates(data)
-    if not candidates and not _blocked(data):
+    candidates = candidates_of(data)
+    if not candidates and not prompt_blocked(data):
         raise ValueError("a GenerateContentResponse without candidates")
-    response_id = _response_id(data)
+    response_id = response_id_of(data)
     choices = []
     for index, candidate in candidates:
-        state, text, calls = _read_parts(ChoiceState(index), _parts_of(candidate), response_id)
+        state, text, calls = read_parts(ChoiceState(index), parts_of(candidate), response_id)
         message: dict[str, Any] = {
             "role": "assistant",
             "content": text if text or not calls else None,
@@ -178,7 +178,7 @@ def translate_response(
         }
         if calls:
             message["tool_calls"] = calls
-        reason = _finish(state, candidate.get("finishReason"))
+        reason = finish_reason_of(state, candidate.get("finishReason"))
         choices.append(
             {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
         )
@@ -191,10 +191,10 @@ def translate_response(
         "id": f"chatcmpl-{response_id or 'gemini'}",
         "object": "chat.completion",
         "created": created,
-        "model": _model(data, model),
+        "model": model_of(data, model),
         "choices": choices,
     }
     meta = data.get("usageMetadata")
     if isinstance(meta, Mapping):
-        completion["usage"] = _usage_json(meta)
+        completion["usage"] = usage_json(meta)
     return completion, usage_of(data)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from freellm.core.dialects.gemini.common import _number
+from freellm.core.dialects.gemini.common import is_number
 
 _TYPES: Final[Mapping[str, str]] = {
     "string": "STRING",
@@ -130,7 +130,7 @@ class _Cleaner:
             out["format"] = form
         for keyword, whole in _BOUNDS.get(kind, ()):
             bound = schema.get(keyword)
-            if _number(bound) and (not whole or (isinstance(bound, int) and bound >= 0)):
+            if is_number(bound) and (not whole or (isinstance(bound, int) and bound >= 0)):
                 out[keyword] = bound
         if kind == "OBJECT":
             self.properties(schema, out, depth, refs)

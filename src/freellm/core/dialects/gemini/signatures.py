@@ -54,6 +54,6 @@ def decode_call_id(call_id: object) -> Signature | None:
     return Signature(value, on_text=place == "t") if value else None
 
 
-def _call_tag(response_id: str, choice: int, position: int, name: str, arguments: str) -> str:
+def call_tag(response_id: str, choice: int, position: int, name: str, arguments: str) -> str:
     key = "\x1f".join((response_id, str(choice), str(position), name, arguments))
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]

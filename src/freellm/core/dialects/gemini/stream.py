@@ -8,17 +8,17 @@ from typing import Any
 import attrs
 
 from freellm.core import wire
-from freellm.core.dialects.gemini.common import _json
+from freellm.core.dialects.gemini.common import parse_json
 from freellm.core.dialects.gemini.response import (
     ChoiceState,
-    _blocked,
-    _candidates,
-    _finish,
-    _model,
-    _parts_of,
-    _read_parts,
-    _response_id,
-    _usage_json,
+    candidates_of,
+    finish_reason_of,
+    model_of,
+    parts_of,
+    prompt_blocked,
+    read_parts,
+    response_id_of,
+    usage_json,
     usage_of,
 )
 from freellm.core.dialects.openai import StreamError, Usage
@@ -51,8 +51,8 @@ def stream_step(
     """
     if state.finished:
         return state, []
-    stream_id = state.id or f"chatcmpl-{_response_id(event) or 'gemini'}"
-    model = state.model if state.id is not None and state.model else _model(event, state.model)
+    stream_id = state.id or f"chatcmpl-{response_id_of(event) or 'gemini'}"
+    model = state.model if state.id is not None and state.model else model_of(event, state.model)
     meta = event.get("usageMetadata")
     usage = meta if isinstance(meta, Mapping) else state.usage
     choices = {choice.index: choice for choice in state.choices}
@@ -71,8 +71,8 @@ def stream_step(
             }
         )
 
-    candidates = _candidates(event)
-    if not candidates and _blocked(event) and not choices:
+    candidates = candidates_of(event)
+    if not candidates and prompt_blocked(event) and not choices:
         candidates = [(0, {"finishReason": "SAFETY"})]
     for index, candidate in candidates:
         choice = choices.get(index, ChoiceState(index))
@@ -81,7 +81,7 @@ def stream_step(
         if not choice.started:
             choice = attrs.evolve(choice, started=True)
             chunk(index, {"role": "assistant"})
-        choice, text, calls = _read_parts(choice, _parts_of(candidate), _response_id(event))
+        choice, text, calls = read_parts(choice, parts_of(candidate), response_id_of(event))
         if text:
             chunk(index, {"content": text})
         first = choice.calls - len(calls)
@@ -89,7 +89,7 @@ def stream_step(
             chunk(index, {"tool_calls": [{"index": first + offset, **call}]})
         reason = candidate.get("finishReason")
         if isinstance(reason, str) and reason:
-            choice = attrs.evolve(choice, finish_reason=_finish(choice, reason))
+            choice = attrs.evolve(choice, finish_reason=finish_reason_of(choice, reason))
             chunk(index, {}, choice.finish_reason)
         choices[index] = choice
     finished = bool(choices) and all(c.finish_reason is not None for c in choices.values())
@@ -101,7 +101,7 @@ def stream_step(
                 "created": state.created,
                 "model": model,
                 "choices": [],
-                "usage": _usage_json(usage),
+                "usage": usage_json(usage),
             }
         )
     new_state = attrs.evolve(
@@ -135,7 +135,7 @@ class GeminiStreamFold:
         if self.done or not event.data.strip() or event.done:
             return []
         data = event.data
-        parsed = _json(data)
+        parsed = parse_json(data)
         if not isinstance(parsed, dict) or event.event == "error" or "error" in parsed:
             error = parsed.get("error") if isinstance(parsed, dict) else None
             message = error.get("message") if isinstance(error, dict) else None

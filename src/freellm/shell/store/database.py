@@ -1,0 +1,363 @@
+"""The :class:`Store` itself and :func:`open_store`, which owns it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import trio
+
+from freellm.shell.store.connection import (
+    StoreError,
+    close_connection,
+    connect,
+    in_transaction,
+)
+from freellm.shell.store.records import (
+    ATTEMPT_COLUMNS,
+    KEY_COLUMNS,
+    REQUEST_COLUMNS,
+    AttemptRecord,
+    KeyRecord,
+    Pending,
+    RequestRecord,
+    attempt_record,
+    insert_logs,
+    key_record,
+    request_record,
+)
+from freellm.shell.store.schema import MIGRATIONS
+
+T = TypeVar("T")
+
+FLUSH_AT: Final = 10_000
+"""Pending requests at which the writer flushes at once instead of waiting for its tick."""
+
+
+def _new_key_id() -> str:
+    return "k_" + secrets.token_hex(4)
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+class Store:
+    """The open database. Make one with :func:`open_store`; every method but :meth:`log_request`
+    runs in a worker thread, one at a time.
+
+    Raises :class:`StoreError` from any method once the store is closed.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, *, flush_at: int) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = connection
+        self._limiter = trio.CapacityLimiter(1)
+        self._pending: list[Pending] = []
+        self._flush_at = flush_at
+        self._wake = trio.Event()
+
+    # -- plumbing --
+
+    def _live(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError(f"the store {self.path} is closed")
+        return self._connection
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._live()
+        return await trio.to_thread.run_sync(fn, connection, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._live()
+        return await trio.to_thread.run_sync(in_transaction, connection, fn, limiter=self._limiter)
+
+    # -- keys --
+
+    async def add_key(
+        self,
+        provider: str,
+        label: str,
+        sealed: bytes | Callable[[str], bytes],
+        *,
+        created_at: float | None = None,
+    ) -> KeyRecord:
+        """Store a new key under a fresh id (``k_`` and 8 hex digits) and return its record.
+
+        ``sealed`` is usually a callable ``seal(key_id) -> bytes``: the id is the associated data
+        of the seal, so the secret can only be sealed once the id is chosen. It is called once,
+        in the store's worker thread, so it must not touch trio. Plain bytes are stored as given.
+        """
+        at = time.time() if created_at is None else created_at
+
+        def insert(connection: sqlite3.Connection) -> KeyRecord:
+            key_id = _new_key_id()
+            while connection.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone():
+                key_id = _new_key_id()  # 32 bits: a clash is rare, not impossible
+            blob = sealed(key_id) if callable(sealed) else sealed
+            record = KeyRecord(key_id, provider, label, True, at, None, None, None, bytes(blob))
+            connection.execute(
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, provider, label, 1, at, None, None, None, record.sealed),
+            )
+            return record
+
+        return await self._write(insert)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        """Every key, oldest first."""
+
+        def select(connection: sqlite3.Connection) -> list[KeyRecord]:
+            rows = connection.execute(
+                f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, rowid"
+            ).fetchall()
+            return [key_record(row) for row in rows]
+
+        return await self._read(select)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        def select(connection: sqlite3.Connection) -> KeyRecord | None:
+            row = connection.execute(
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE id = ?", (key_id,)
+            ).fetchone()
+            return None if row is None else key_record(row)
+
+        return await self._read(select)
+
+    async def remove_key(self, key_id: str) -> bool:
+        """Whether there was such a key. Its log rows stay."""
+        return await self._change("DELETE FROM keys WHERE id = ?", (key_id,))
+
+    async def set_key_enabled(self, key_id: str, enabled: bool) -> bool:
+        """Whether there is such a key."""
+        return await self._change(
+            "UPDATE keys SET enabled = ? WHERE id = ?", (int(enabled), key_id)
+        )
+
+    async def update_key_secret(self, key_id: str, sealed: bytes) -> bool:
+        """Replace a key's sealed secret; whether there is such a key.
+
+        The recorded health is cleared with it: a new secret is a new key to the health table,
+        as core/health's ``EDITED`` event has it.
+        """
+        return await self._change(
+            "UPDATE keys SET secret = ?, health = NULL, last_check = NULL, last_error = NULL"
+            " WHERE id = ?",
+            (bytes(sealed), key_id),
+        )
+
+    async def record_key_health(
+        self, key_id: str, health: str | None, last_check: float | None, last_error: str | None
+    ) -> bool:
+        """Whether there is such a key."""
+        return await self._change(
+            "UPDATE keys SET health = ?, last_check = ?, last_error = ? WHERE id = ?",
+            (health, last_check, last_error, key_id),
+        )
+
+    async def _change(self, sql: str, parameters: tuple[Any, ...]) -> bool:
+        def run(connection: sqlite3.Connection) -> bool:
+            return connection.execute(sql, parameters).rowcount > 0
+
+        return await self._write(run)
+
+    # -- chain and settings --
+
+    async def get_chain(self) -> list[str] | None:
+        """The user's fallback chain, or ``None`` when they never set one."""
+
+        def select(connection: sqlite3.Connection) -> list[str] | None:
+            rows = connection.execute("SELECT entry FROM chain ORDER BY position").fetchall()
+            return [entry for (entry,) in rows] or None
+
+        return await self._read(select)
+
+    async def set_chain(self, entries: Sequence[str] | None) -> None:
+        """Replace the chain; ``None`` or an empty one removes the override (an empty chain
+        would route nothing)."""
+        rows = list(enumerate(entries or ()))
+
+        def replace(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM chain")
+            connection.executemany("INSERT INTO chain (position, entry) VALUES (?, ?)", rows)
+
+        await self._write(replace)
+
+    async def get_setting(self, name: str) -> Any | None:
+        """The JSON value stored under ``name``, or ``None``."""
+        return await self._read(lambda connection: _get_json(connection, "settings", name))
+
+    async def set_setting(self, name: str, value: Any) -> None:
+        """Store ``value`` (anything ``json`` encodes) under ``name``; ``None`` removes it.
+
+        Raises ``TypeError`` or ``ValueError`` when ``value`` does not encode as JSON.
+        """
+        if value is None:
+            await self._change("DELETE FROM settings WHERE name = ?", (name,))
+            return
+        text = _to_json(value)
+        await self._change(
+            "INSERT INTO settings (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, text),
+        )
+
+    # -- state snapshots --
+
+    async def load_state(self, name: str) -> Any | None:
+        """The snapshot last saved under ``name`` (decoded JSON), or ``None``."""
+        return await self._read(lambda connection: _get_json(connection, "state", name))
+
+    async def save_state(self, name: str, value: Any) -> None:
+        """Save one snapshot; see :meth:`save_states`."""
+        await self.save_states({name: value})
+
+    async def save_states(self, values: Mapping[str, Any]) -> None:
+        """Save snapshots (``ledger.to_data(...)`` and the like) in one transaction, so a restart
+        sees all of them from the same moment or none.
+
+        JSON encoding happens in the worker thread, off the event loop: the values must not be
+        mutated until this returns. Raises ``TypeError`` or ``ValueError`` for a value that does
+        not encode as JSON, and then saves none of them.
+        """
+        items = list(values.items())
+        at = time.time()
+
+        def upsert(connection: sqlite3.Connection) -> None:
+            rows = [(name, _to_json(value), at) for name, value in items]
+            connection.executemany(
+                "INSERT INTO state (name, value, saved_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET value = excluded.value, saved_at = excluded.saved_at",
+                rows,
+            )
+
+        await self._write(upsert)
+
+    # -- the request log --
+
+    def log_request(self, request: RequestRecord, attempts: Iterable[AttemptRecord] = ()) -> None:
+        """Queue ``request`` and its ``attempts`` for the writer, and return at once.
+
+        At :data:`FLUSH_AT` pending requests the writer is woken to flush now rather than at its
+        next tick; nothing is dropped, however many are pending. Without a running writer, they
+        are written by :meth:`flush` or when the store closes.
+        """
+        self._live()
+        self._pending.append((request, tuple(attempts)))
+        if len(self._pending) >= self._flush_at:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Requests logged and not written yet."""
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write every pending request and attempt in one transaction.
+
+        If the write does not happen (cancelled before its thread started, or SQLite failed), the
+        batch goes back to the front of the buffer and the exception propagates.
+        """
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self._write(lambda connection: insert_logs(connection, batch))
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+
+    async def run_writer(
+        self,
+        *,
+        interval: float = 0.5,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Flush the log every ``interval`` seconds, or as soon as :data:`FLUSH_AT` requests are
+        pending, until cancelled. Run it in a nursery inside :func:`open_store`: what it has not
+        written when cancelled is written when the store closes.
+
+        SQLite errors propagate (the batch stays queued): the log is not worth hiding a failing
+        disk.
+        """
+        task_status.started()
+        while True:
+            with trio.move_on_after(interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self.flush()
+
+    async def recent_requests(self, limit: int = 100) -> list[RequestRecord]:
+        """The last ``limit`` requests written (not those still pending), newest first."""
+
+        def select(connection: sqlite3.Connection) -> list[RequestRecord]:
+            rows = connection.execute(
+                f"SELECT {REQUEST_COLUMNS} FROM requests ORDER BY at DESC, rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [request_record(row) for row in rows]
+
+        return await self._read(select)
+
+    async def attempts_of(self, request_id: str) -> list[AttemptRecord]:
+        """The attempts written for ``request_id``, in order."""
+
+        def select(connection: sqlite3.Connection) -> list[AttemptRecord]:
+            rows = connection.execute(
+                f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE request_id = ? ORDER BY n",
+                (request_id,),
+            ).fetchall()
+            return [attempt_record(row) for row in rows]
+
+        return await self._read(select)
+
+    async def prune_requests(self, before: float) -> int:
+        """Delete requests that arrived before ``before`` (and their attempts); how many."""
+
+        def delete(connection: sqlite3.Connection) -> int:
+            return connection.execute("DELETE FROM requests WHERE at < ?", (before,)).rowcount
+
+        return await self._write(delete)
+
+    # -- closing --
+
+    async def _close(self) -> None:
+        """Write what is pending, then close the connection, even if the write fails."""
+        connection = self._live()
+        try:
+            await self.flush()
+        finally:
+            self._connection = None
+            await trio.to_thread.run_sync(close_connection, connection, limiter=self._limiter)
+
+
+def _get_json(connection: sqlite3.Connection, table: str, name: str) -> Any | None:
+    row = connection.execute(f"SELECT value FROM {table} WHERE name = ?", (name,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+@asynccontextmanager
+async def open_store(path: Path, *, flush_at: int = FLUSH_AT) -> AsyncIterator[Store]:
+    """Open (creating it and its directory, mode 0700, if need be) and migrate the database at
+    ``path``; on the way out, write the pending log and close it, even under cancellation.
+
+    Raises :class:`StoreError` when ``path`` is not a freellm database or a newer freellm wrote
+    it, and ``sqlite3.Error`` when SQLite cannot open it.
+    """
+    connection = await trio.to_thread.run_sync(connect, path, MIGRATIONS)
+    store = Store(connection, path, flush_at=flush_at)
+    try:
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store._close()
