@@ -5,6 +5,7 @@ refuse, a tool call's missing thought signature included)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -59,10 +60,10 @@ class Dialect:
     key: str
     check_request: Callable[[Mapping[str, Any]], None]
 
-    def models_table(self) -> str:
+    def models_table(self, *, vision: bool = False) -> str:
         return (
             f'[[providers.{self.provider}.models]]\nid = "{self.model}"\nrpm = 100\n'
-            "context = 128000\ntools = true\njson = true\n"
+            f"context = 128000\ntools = true\njson = true\nvision = {str(vision).lower()}\n"
         )
 
 
@@ -72,16 +73,18 @@ DIALECTS = [pytest.param(GEMINI, id="gemini"), pytest.param(COHERE, id="cohere")
 
 
 @pytest.fixture
-def native_proxy(tmp_path: Path) -> Callable[[Dialect], Any]:
+def native_proxy(tmp_path: Path) -> Callable[..., Any]:
     """freellm in front of one fake native provider with one key."""
 
     @asynccontextmanager
-    async def start(dialect: Dialect) -> AsyncIterator[tuple[FakeProvider, Proxy]]:
+    async def start(
+        dialect: Dialect, *, vision: bool = False
+    ) -> AsyncIterator[tuple[FakeProvider, Proxy]]:
         caps = {dialect.model: FakeCaps()}
         async with open_fake_provider(dialect.flavor, keys=[dialect.key], models=caps) as fake:
             config = config_text(
                 {dialect.provider: fake},
-                {dialect.provider: dialect.models_table()},
+                {dialect.provider: dialect.models_table(vision=vision)},
                 [f"{dialect.provider}/{dialect.model}"],
             )
             keys: Mapping[str, Sequence[str]] = {dialect.provider: [dialect.key]}
@@ -324,3 +327,25 @@ async def test_a_gemini_quota_429_fails_over_to_cohere_and_keeps_the_key_out(
     ]
     assert [r.status for r in gemini.requests] == [200, 429]
     assert gemini.rate_limited == 1
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_llm_comply_passes_through_the_translations(
+    native_proxy: Callable[..., Any], dialect: Dialect
+) -> None:
+    """The outside conformance check, with every answer translated from a native dialect."""
+    async with native_proxy(dialect, vision=True) as (_, proxy):
+        command = [
+                str(Path(sys.executable).parent / "llm-comply"),
+                "--format", "openai-chat",
+                "-u", proxy.base_url,
+                "-k", proxy.key,
+                "-m", "auto",
+                "--json",
+            ]  # fmt: skip
+        done = await trio.run_process(command, capture_stdout=True, check=False)
+    report = json.loads(done.stdout)
+    failed = {r["id"]: r.get("errors") for r in report["results"] if r["status"] == "failed"}
+    assert failed == {}
+    skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
+    assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
