@@ -3,24 +3,32 @@ servers that each misbehave in one way (close, hang, chunk, refuse)."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from freellm.shell.transport import H11Transport
 from freellm.sim.fakes import FakeCaps, open_fake_provider
 
 KEY = "sk-transport"
 MODEL = "m"
-Handler = Callable[[trio.SocketStream, int], Awaitable[None]]
+Handler = Callable[[trio.abc.Stream, int], Awaitable[None]]
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -52,7 +60,7 @@ class Raw:
         self.connections = 0
         self.url = ""
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, stream: trio.abc.Stream) -> None:
         n, self.connections = self.connections, self.connections + 1
         try:
             await self.handler(stream, n)
@@ -73,7 +81,7 @@ async def raw_server(handler: Handler) -> AsyncIterator[Raw]:
         nursery.cancel_scope.cancel()
 
 
-async def read_request(stream: trio.SocketStream, buffer: bytearray) -> bool:
+async def read_request(stream: trio.abc.Stream, buffer: bytearray) -> bool:
     """Read one request (head and content-length body) off ``buffer``; False at EOF."""
     while b"\r\n\r\n" not in buffer:
         data = await stream.receive_some(65536)
@@ -98,7 +106,7 @@ def answer(body: bytes, *extra: str) -> bytes:
 
 
 def keep_alive(body: bytes = b"ok") -> Handler:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         buffer = bytearray()
         while await read_request(stream, buffer):
             await stream.send_all(answer(body))
@@ -141,7 +149,7 @@ async def test_a_streamed_answer_against_the_fake_is_read_chunk_by_chunk() -> No
 
 
 async def test_a_chunked_body_is_decoded_and_the_connection_kept() -> None:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         buffer = bytearray()
         while await read_request(stream, buffer):
             await stream.send_all(
@@ -160,7 +168,7 @@ async def test_a_chunked_body_is_decoded_and_the_connection_kept() -> None:
 async def test_a_request_body_arrives_whole_with_its_length() -> None:
     seen: list[bytes] = []
 
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         buffer = bytearray()
         while b"\r\n\r\n" not in buffer or not buffer.endswith(b"}"):
             buffer += await stream.receive_some(65536)
@@ -178,7 +186,7 @@ async def test_a_request_body_arrives_whole_with_its_length() -> None:
 
 
 async def test_connection_close_from_the_server_is_not_reused() -> None:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         await read_request(stream, bytearray())
         await stream.send_all(answer(b"bye", "connection: close"))
 
@@ -192,7 +200,7 @@ async def test_connection_close_from_the_server_is_not_reused() -> None:
 
 
 async def test_a_kept_alive_connection_the_server_closed_is_replaced() -> None:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         await read_request(stream, bytearray())
         await stream.send_all(answer(b"once"))  # keep-alive promised, then closed anyway
 
@@ -206,7 +214,7 @@ async def test_a_kept_alive_connection_the_server_closed_is_replaced() -> None:
 
 
 async def test_a_reused_connection_closed_before_any_answer_is_retried_once() -> None:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         buffer = bytearray()
         await read_request(stream, buffer)
         await stream.send_all(answer(b"first"))
@@ -224,7 +232,7 @@ async def test_a_reused_connection_closed_before_any_answer_is_retried_once() ->
 
 
 async def test_a_new_connection_closed_before_any_answer_is_a_protocol_error() -> None:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         await read_request(stream, bytearray())
 
     async with raw_server(handler) as server:
@@ -235,7 +243,7 @@ async def test_a_new_connection_closed_before_any_answer_is_a_protocol_error() -
 
 
 async def test_a_body_cut_short_is_a_protocol_error_and_drops_the_connection() -> None:
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         await read_request(stream, bytearray())
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
 
@@ -252,7 +260,7 @@ async def test_no_answer_within_the_read_timeout_is_a_read_timeout(
 ) -> None:
     autojump_clock.autojump_threshold = 0.01
 
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         await read_request(stream, bytearray())
         await trio.sleep_forever()
 
@@ -278,7 +286,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 async def test_a_connect_that_never_completes_is_a_connect_timeout(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def never(*args: Any, **kwargs: Any) -> trio.SocketStream:
+    async def never(*args: Any, **kwargs: Any) -> trio.abc.Stream:
         await trio.sleep_forever()
         raise AssertionError
 
@@ -295,7 +303,7 @@ async def test_a_connect_that_never_completes_is_a_connect_timeout(
 async def test_cancelled_mid_body_the_connection_is_discarded_not_pooled() -> None:
     server_saw_close = trio.Event()
 
-    async def handler(stream: trio.SocketStream, n: int) -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
         await read_request(stream, bytearray())
         await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
         if not await stream.receive_some(1024):  # nothing more comes: the client closed
@@ -382,3 +390,64 @@ async def test_send_below_httpx_reads_a_json_answer_and_a_stream_on_one_connecti
         assert b"".join(pieces).endswith(b"data: [DONE]\n\n")
         assert transport.idle_connections() == 1
         assert len(fake.requests) == 2
+
+
+def _certificates(directory: Path) -> tuple[ssl.SSLContext, str]:
+    """A server context for 127.0.0.1, signed by a throwaway CA, and that CA's PEM."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            builder = builder.add_extension(x509.SubjectAlternativeName([address]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("test CA", ca_key, "test CA", ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = certificate("127.0.0.1", server_key, "test CA", ca_key, ca=False)
+    chain = directory / "server.pem"
+    chain.write_bytes(
+        server.public_bytes(serialization.Encoding.PEM)
+        + server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain)
+    return context, ca.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_https_is_verified_and_kept_alive(tmp_path: Path) -> None:
+    server_context, ca_pem = _certificates(tmp_path)
+    served = Raw(keep_alive(b"secret ok"))
+    async with trio.open_nursery() as nursery:
+        serve = partial(trio.serve_ssl_over_tcp, served._serve, 0, server_context, host="127.0.0.1")
+        listeners = await nursery.start(serve)
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        url = f"https://127.0.0.1:{port}/"
+
+        trusted = H11Transport(ssl_context=ssl.create_default_context(cadata=ca_pem))
+        async with httpx.AsyncClient(transport=trusted, timeout=5) as client:
+            for _ in range(3):
+                response = await client.get(url)
+                assert (response.status_code, response.content) == (200, b"secret ok")
+        assert served.connections == 1  # one TLS handshake, then keep-alive
+
+        untrusting = H11Transport(ssl_context=ssl.create_default_context())
+        async with httpx.AsyncClient(transport=untrusting, timeout=5) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(url)
+        nursery.cancel_scope.cancel()
