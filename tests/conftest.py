@@ -9,4 +9,8 @@ settings.register_profile(
     "ci", deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("dev", deadline=1000)
+# A longer random search, by hand: HYPOTHESIS_PROFILE=soak pytest tests/core
+settings.register_profile(
+    "soak", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
