@@ -316,7 +316,7 @@ async def keys_check(args: argparse.Namespace) -> int:
         if args.id is not None and not records:
             raise Failed(f"no key {args.id!r}")
         failed = 0
-        async with open_upstreams(catalog) as upstreams:
+        async with open_upstreams() as upstreams:
             for r in records:
                 provider = catalog.providers.get(r.provider)
                 if provider is None:

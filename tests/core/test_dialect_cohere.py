@@ -37,6 +37,7 @@ from freellm.core.dialects.cohere import (
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Decoder, Event
 from sdk_checks import check_cohere_request, cohere_request_field
+from sse_feed import feed
 
 # --- checks against the SDKs ---------------------------------------------------------------------
 
@@ -890,16 +891,7 @@ def run_fold(
     data: bytes, cuts: Sequence[int] = (), *, wants_usage: bool = False
 ) -> tuple[bytes, StreamFold]:
     fold = StreamFold(client_wants_usage=wants_usage, model="command-a", created=1_700_000_000)
-    decoder = Decoder()
-    out = b""
-    start = 0
-    for cut in [*sorted(cuts), len(data)]:
-        for event in decoder.feed(data[start:cut]):
-            out += b"".join(fold.step(event))
-        start = cut
-    for event in decoder.close():
-        out += b"".join(fold.step(event))
-    return out, fold
+    return feed(fold, data, cuts), fold
 
 
 def chunks_of(out: bytes) -> list[dict[str, Any]]:

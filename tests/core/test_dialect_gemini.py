@@ -40,6 +40,7 @@ from freellm.core.dialects.gemini import (
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Decoder, Event
 from sdk_checks import check_gemini_request
+from sse_feed import feed
 
 SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 SIGNATURE = base64.b64encode(b"\x01signature of the weather call\xff").decode()
@@ -137,16 +138,7 @@ def fold_bytes(
     wire: bytes, cuts: list[int], *, wants_usage: bool
 ) -> tuple[bytes, GeminiStreamFold]:
     fold = GeminiStreamFold(client_wants_usage=wants_usage, model="gemini-2.5-flash")
-    decoder = Decoder()
-    out = b""
-    start = 0
-    for cut in [*sorted(cuts), len(wire)]:
-        for event in decoder.feed(wire[start:cut]):
-            out += b"".join(fold.step(event))
-        start = cut
-    for event in decoder.close():
-        out += b"".join(fold.step(event))
-    return out, fold
+    return feed(fold, wire, cuts), fold
 
 
 # --- requests: messages -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from freellm.core.dialects.openai import (
     usage_of,
 )
 from freellm.core.sse import Decoder
+from sse_feed import feed
 
 
 def test_the_body_goes_up_untouched_but_for_the_model_and_usage() -> None:
@@ -59,14 +60,7 @@ STREAM = (
 
 def fold_all(data: bytes, cuts: list[int], *, wants_usage: bool) -> tuple[bytes, StreamFold]:
     fold = StreamFold(client_wants_usage=wants_usage)
-    decoder = Decoder()
-    out = b""
-    start = 0
-    for cut in [*sorted(cuts), len(data)]:
-        for event in decoder.feed(data[start:cut]):
-            out += b"".join(fold.step(event))
-        start = cut
-    return out, fold
+    return feed(fold, data, cuts), fold
 
 
 @given(st.lists(st.integers(0, len(STREAM)), max_size=10), st.booleans())

@@ -7,11 +7,14 @@ moves the proxy's and the fakes' clocks together (:class:`SharedClock`).
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -103,3 +106,35 @@ async def running_proxy(
             yield Proxy(url, runtime)
         finally:
             nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class Conformance:
+    """What ``llm-comply --format openai-chat`` reported: failed checks (id: errors), skipped
+    check ids, and the summary's counts."""
+
+    failed: dict[str, Any]
+    skipped: list[str]
+    passed: int
+    total: int
+
+
+async def run_llm_comply(proxy: Proxy) -> Conformance:
+    """The outside conformance suite (PyPI ``llm-comply``) against ``proxy``, model ``auto``."""
+    command = [
+            str(Path(sys.executable).parent / "llm-comply"),
+            "--format", "openai-chat",
+            "-u", proxy.base_url,
+            "-k", proxy.key,
+            "-m", "auto",
+            "--json",
+        ]  # fmt: skip
+    done = await trio.run_process(command, capture_stdout=True, check=False)
+    report = json.loads(done.stdout)
+    results = report["results"]
+    return Conformance(
+        failed={r["id"]: r.get("errors") for r in results if r["status"] == "failed"},
+        skipped=[r["id"] for r in results if r["status"] == "skipped"],
+        passed=report["summary"]["passed"],
+        total=report["summary"]["total"],
+    )

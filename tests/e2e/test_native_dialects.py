@@ -5,7 +5,6 @@ refuse, a tool call's missing thought signature included)."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +14,7 @@ import attrs
 import openai
 import pytest
 import trio
-from harness import Proxy, config_text, running_proxy
+from harness import Proxy, config_text, run_llm_comply, running_proxy
 from langchain_openai import ChatOpenAI
 from openai.types.chat import (
     ChatCompletion,
@@ -232,14 +231,16 @@ async def test_a_thinking_models_signature_round_trips(
     assert (issued.status, fake.requests[1].status) == (200, 200)
 
 
-async def test_a_tool_call_without_its_signature_is_refused_by_the_fake(
+async def test_a_tool_call_turn_the_client_wrote_gets_geminis_placeholder_signature(
     native_proxy: Callable[[Dialect], Any],
 ) -> None:
-    """The fake is strict the way Gemini is, so the round trip above proves something."""
+    """A tool call freellm never issued has no signature to give back: Gemini's documented
+    placeholder goes in its place, and the fake (which refuses a call without a signature, see
+    tests/sim/test_fake_gemini.py) accepts it."""
     async with native_proxy(GEMINI) as (fake, proxy):
         client = client_of(proxy)
         # A model turn written as if by the client: an id freellm never issued carries no
-        # signature, so freellm sends Gemini's documented placeholder, which the fake accepts ...
+        # signature, so freellm sends Gemini's documented placeholder, which the fake accepts.
         messages: list[Any] = [
             {"role": "user", "content": "What is the weather in Paris?"},
             {
@@ -335,17 +336,6 @@ async def test_llm_comply_passes_through_the_translations(
 ) -> None:
     """The outside conformance check, with every answer translated from a native dialect."""
     async with native_proxy(dialect, vision=True) as (_, proxy):
-        command = [
-                str(Path(sys.executable).parent / "llm-comply"),
-                "--format", "openai-chat",
-                "-u", proxy.base_url,
-                "-k", proxy.key,
-                "-m", "auto",
-                "--json",
-            ]  # fmt: skip
-        done = await trio.run_process(command, capture_stdout=True, check=False)
-    report = json.loads(done.stdout)
-    failed = {r["id"]: r.get("errors") for r in report["results"] if r["status"] == "failed"}
-    assert failed == {}
-    skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
-    assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
+        report = await run_llm_comply(proxy)
+    assert report.failed == {}
+    assert report.skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 import trio
-from harness import Proxy, SharedClock, config_text, running_proxy
+from harness import Proxy, SharedClock, config_text, run_llm_comply, running_proxy
 from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
@@ -370,21 +370,10 @@ async def test_llm_comply_openai_chat_suite_passes(groq_proxy: Callable[..., Any
     """The outside conformance check: every applicable openai-chat check passes."""
     # The suite sends an image: the model must take one.
     async with groq_proxy(models=groq_models(vision=True, json=True)) as (_, proxy):
-        command = [
-                str(Path(sys.executable).parent / "llm-comply"),
-                "--format", "openai-chat",
-                "-u", proxy.base_url,
-                "-k", proxy.key,
-                "-m", "auto",
-                "--json",
-            ]  # fmt: skip
-        done = await trio.run_process(command, capture_stdout=True, check=False)
-        report = json.loads(done.stdout)
-        failed = {r["id"]: r.get("errors") for r in report["results"] if r["status"] == "failed"}
-        assert failed == {}
-        skipped = [r["id"] for r in report["results"] if r["status"] == "skipped"]
-        assert skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
-        assert report["summary"]["passed"] == report["summary"]["total"] - len(skipped)
+        report = await run_llm_comply(proxy)
+    assert report.failed == {}
+    assert report.skipped == ["chat-reasoning-summary"]  # needs an o-series model: not ours
+    assert report.passed == report.total - len(report.skipped)
 
 
 async def test_the_api_lists_keys_without_secrets_and_needs_the_key(

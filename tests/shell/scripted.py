@@ -70,7 +70,7 @@ async def open_harness(scenario: Scenario, handler: Handler) -> AsyncIterator[Ha
         return await result  # type: ignore[no-any-return]
 
     transport = httpx.MockTransport(recording)
-    async with open_upstreams(scenario.catalog, TIMEOUTS, transport=transport) as upstreams:
+    async with open_upstreams(TIMEOUTS, transport=transport) as upstreams:
         logs: list[RequestLog] = []
         dispatcher = Dispatcher(
             RouterState(Topology(scenario.catalog, scenario.keys)),

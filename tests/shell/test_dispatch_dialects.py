@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -232,8 +233,6 @@ async def test_gemini_per_minute_and_per_day_429s_cool_the_key_down_as_they_say(
     assert minute is not None
     assert minute.until == sent_at + 7
     # The day is spent until midnight in California, whatever the 429 said about retrying.
-    from datetime import datetime
-
     reset = datetime.fromtimestamp(day.until, ZoneInfo("America/Los_Angeles"))
     assert (reset.hour, reset.minute, reset.second) == (0, 0, 0)
     assert 0 < day.until - sent_at <= 25 * 3600

@@ -35,7 +35,7 @@ async def test_a_key_check_tells_valid_invalid_and_rate_limited_apart() -> None:
     async with open_fake_provider("groq", keys=["good"], models={"m": FakeCaps()}) as fake:
         catalog = catalog_for(fake.base_url)
         provider = catalog.providers["groq"]
-        async with open_upstreams(catalog) as upstreams:
+        async with open_upstreams() as upstreams:
             assert await probe_key(upstreams, provider, "good") == (health.Event.PROBE_OK, None)
             event, note = await probe_key(upstreams, provider, "bad")
             assert event is health.Event.PROBE_INVALID
@@ -91,7 +91,7 @@ async def test_the_loop_probes_due_keys_one_at_a_time_on_a_jittered_tick(
     def report(p: str, key: str, event: health.Event, note: str | None) -> None:
         reports.append((key, event, trio.current_time()))
 
-    async with open_upstreams(catalog) as upstreams, trio.open_nursery() as nursery:
+    async with open_upstreams() as upstreams, trio.open_nursery() as nursery:
         probes = partial(run_probes, due, report, upstreams, clock=trio.current_time, seed=1)
         await nursery.start(probes)
         await trio.sleep(100)
@@ -118,7 +118,7 @@ async def test_gemini_and_cohere_keys_are_checked_at_their_own_endpoints() -> No
             }
         }
         catalog = apply_config(Catalog(), config)
-        async with open_upstreams(catalog) as upstreams:
+        async with open_upstreams() as upstreams:
             for provider, good in (("google", "AIza-good"), ("cohere", "co-good")):
                 spec = catalog.providers[provider]
                 assert await probe_key(upstreams, spec, good) == (health.Event.PROBE_OK, None)

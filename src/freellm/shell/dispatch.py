@@ -223,12 +223,10 @@ class _Run:
 
     async def complete(self) -> Reply:
         for slot in self.plan:
-            prepared = self._prepare(slot)
-            if prepared is None:
+            reserved = self._reserve(slot)
+            if reserved is None:
                 continue
-            ticket = self._admit(slot)
-            if ticket is None:
-                continue
+            prepared, ticket = reserved
             call = await self._settled(ticket, self._call_json(slot, prepared))
             if call.outcome.kind is Kind.SUCCESS:
                 assert call.answer is not None
@@ -242,12 +240,10 @@ class _Run:
 
     async def stream(self, start: Start, send: Send) -> None:
         for slot in self.plan:
-            prepared = self._prepare(slot)
-            if prepared is None:
+            reserved = self._reserve(slot)
+            if reserved is None:
                 continue
-            ticket = self._admit(slot)
-            if ticket is None:
-                continue
+            prepared, ticket = reserved
             call = await self._settled(ticket, self._open_stream(slot, prepared), keep_open=True)
             if call.outcome.kind is Kind.SUCCESS:
                 await self._relay(slot, ticket, call, start, send)
@@ -260,6 +256,15 @@ class _Run:
         reply = self._exhausted()
         await start(reply.status, reply.headers)
         await send(reply.body)
+
+    def _reserve(self, slot: Slot) -> tuple[_Prepared, Ticket] | None:
+        """``slot``'s request, translated, and its reservation; None when the dialect cannot
+        express the request or the slot has no room for it (no ``await``: see the module)."""
+        prepared = self._prepare(slot)
+        if prepared is None:
+            return None
+        ticket = self._admit(slot)
+        return None if ticket is None else (prepared, ticket)
 
     def _prepare(self, slot: Slot) -> _Prepared | None:
         """The request for ``slot`` in its provider's dialect; None (and the target ruled out)

@@ -207,7 +207,7 @@ async def open_runtime(
     vault = RemoteVault(load_master_key(data_dir, env.get("ENCRYPTION_KEY")))
     async with (
         open_store(data_dir / "freellm.db") as store,
-        open_upstreams(catalog, timeouts) as upstreams,
+        open_upstreams(timeouts) as upstreams,
     ):
         unified_key, created = await read_unified_key(store, vault)
         catalog = await with_user_chain(catalog, store)

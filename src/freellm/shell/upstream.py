@@ -1,4 +1,4 @@
-"""Calling providers: one pooled ``httpx.AsyncClient`` per provider, and a dialect adapter each.
+"""Calling providers: a keep-alive pool per provider, and a dialect adapter each.
 
 The dispatch loop never knows which dialect it talks to: it asks an :class:`Adapter` for the
 request to send (or why the request cannot be translated), for the OpenAI-shaped answer of a JSON
@@ -21,7 +21,7 @@ import attrs
 import httpx
 
 from freellm.core import wire
-from freellm.core.catalog import AuthStyle, Catalog, Dialect, ProviderSpec
+from freellm.core.catalog import AuthStyle, Dialect, ProviderSpec
 from freellm.core.dialects import Untranslatable, cohere, gemini
 from freellm.core.dialects import openai as openai_dialect
 from freellm.core.dialects.openai import Usage
@@ -279,7 +279,6 @@ class Upstreams:
 
     def __init__(
         self,
-        catalog: Catalog,
         timeouts: Timeouts,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -293,7 +292,6 @@ class Upstreams:
         }
         self._pools: dict[str, H11Transport] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._catalog = catalog
         self._transport = transport  # tests: an httpx.MockTransport
         # One TLS context for every pool (each would load the CA bundle again), made on first use.
         self._tls: ssl.SSLContext | None = None
@@ -348,12 +346,11 @@ class Upstreams:
 
 @asynccontextmanager
 async def open_upstreams(
-    catalog: Catalog,
     timeouts: Timeouts | None = None,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Upstreams]:
-    upstreams = Upstreams(catalog, timeouts or Timeouts(), transport=transport)
+    upstreams = Upstreams(timeouts or Timeouts(), transport=transport)
     try:
         yield upstreams
     finally:
