@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 from freellm.shell.runtime import Runtime, open_runtime
@@ -27,6 +28,20 @@ from freellm.sim.fakes import FakeProvider
 from freellm.web.server import serve_runtime
 
 ENCRYPTION_KEY = "5e" * 32
+
+# The tests close every stream they open (``with``/``async with``), as a careful client does. The
+# openai SDK still stops reading at ``[DONE]`` and closes only the response, leaving its chain of
+# async generators (its own SSE decoder's, then its vendored httpx2's and httpcore2's body
+# iterators) to the garbage collector, which trio reports as a ResourceWarning. httpx does the
+# same with a request body the server answered (413) before reading it all. These generators are
+# the client libraries', not freellm's: ignore exactly them, by name. httpcore2 renamed its body
+# iterator in 2.17 (``PoolByteStream`` -> ``HTTP11ConnectionByteStream``); the lock file pins it.
+CLIENT_GENERATORS = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object "
+    "(AsyncStream._iter_events|SSEDecoder.aiter_bytes|Response.aiter_bytes"
+    "|HTTP11ConnectionByteStream.__aiter__|PoolByteStream.__aiter__|ByteStream.__aiter__)"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 
 
 @attrs.define

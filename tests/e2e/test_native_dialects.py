@@ -14,7 +14,7 @@ import attrs
 import openai
 import pytest
 import trio
-from harness import Proxy, config_text, run_llm_comply, running_proxy
+from harness import CLIENT_GENERATORS, Proxy, config_text, run_llm_comply, running_proxy
 from langchain_openai import ChatOpenAI
 from openai.types.chat import (
     ChatCompletion,
@@ -26,14 +26,7 @@ from openai.types.chat import (
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
 from sdk_checks import check_cohere_request, check_gemini_request
 
-# As in test_proxy.py: the openai SDK's async streams leave their inner generators to the
-# garbage collector, which trio reports. Only those generators are ignored.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object "
-    "(AsyncStream._iter_events|SSEDecoder.aiter_bytes|Response.aiter_bytes|PoolByteStream.__aiter__"
-    "|ByteStream.__aiter__)"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+pytestmark = CLIENT_GENERATORS  # the SDK's generators: see harness.py
 
 WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",

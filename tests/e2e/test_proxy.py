@@ -15,7 +15,14 @@ import httpx
 import openai
 import pytest
 import trio
-from harness import Proxy, SharedClock, config_text, run_llm_comply, running_proxy
+from harness import (
+    CLIENT_GENERATORS,
+    Proxy,
+    SharedClock,
+    config_text,
+    run_llm_comply,
+    running_proxy,
+)
 from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
@@ -24,16 +31,7 @@ from freellm.shell.secrets import Vault
 from freellm.shell.upstream import Timeouts
 from freellm.sim.fakes import FakeCaps, FakeProvider, FaultKind, open_fake_provider
 
-# The openai SDK's async streams stop reading at [DONE] and leave their inner async generators
-# (its own and its vendored httpx's) to the garbage collector, which trio reports; httpx does the
-# same with a request body the server answered (413) before reading it all. That is the
-# client library's doing, not freellm's: ignore exactly those generators, nothing else.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object "
-    "(AsyncStream._iter_events|SSEDecoder.aiter_bytes|Response.aiter_bytes|PoolByteStream.__aiter__"
-    "|ByteStream.__aiter__)"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
+pytestmark = CLIENT_GENERATORS  # the SDK's generators: see harness.py
 
 GROQ_MODEL = "llama-3.3-70b-versatile"
 CEREBRAS_MODEL = "qwen-3-235b-a22b-instruct-2507"
@@ -112,14 +110,17 @@ async def test_the_openai_sdk_gets_answers_sync_async_streamed_and_not(
         assert answer.usage.total_tokens > 0
 
         stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)
-        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        async with stream:
+            pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         assert "".join(pieces) == answer.choices[0].message.content
 
         def sync_call() -> str | None:
             with openai.OpenAI(base_url=proxy.base_url, api_key=proxy.key, max_retries=0) as c:
                 reply = c.chat.completions.create(model=f"groq/{GROQ_MODEL}", messages=USER)
-                streamed = c.chat.completions.create(model="auto", messages=USER, stream=True)
-                assert "".join(x.choices[0].delta.content or "" for x in streamed if x.choices)
+                with c.chat.completions.create(
+                    model="auto", messages=USER, stream=True
+                ) as streamed:
+                    assert "".join(x.choices[0].delta.content or "" for x in streamed if x.choices)
                 return reply.choices[0].message.content
 
         assert await trio.to_thread.run_sync(sync_call) == answer.choices[0].message.content
