@@ -7,10 +7,8 @@ import http.client
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,16 +24,19 @@ RSS_SAMPLE_S: Final = 0.05
 
 @attrs.frozen
 class Flavor:
-    """How freellm is configured for one fake flavor: its provider id and the model both name."""
+    """How freellm is configured for one upstream flavor: its provider id, the model both name,
+    and the path under which the upstream serves (as the fake of that flavor does)."""
 
     provider: str
     model: str
     own: bool  # a provider of the user's own (not in the catalog): the config names its dialect
+    prefix: str
+    ratelimit_headers: bool  # the fast upstream sends Groq's rate-limit headers
 
 
 FLAVORS: Final = {
-    "groq": Flavor("groq", "llama-3.3-70b-versatile", own=False),
-    "openai": Flavor("benchfake", "fake-model", own=True),
+    "groq": Flavor("groq", "llama-3.3-70b-versatile", False, "/openai/v1", True),
+    "openai": Flavor("benchfake", "fake-model", True, "/v1", False),
 }
 
 
@@ -50,7 +51,12 @@ class Children:
         self.running: list[subprocess.Popen[bytes]] = []
 
     def spawn(
-        self, argv: Sequence[str], *, output: Path, env: dict[str, str]
+        self,
+        argv: Sequence[str],
+        *,
+        output: Path,
+        env: dict[str, str],
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         with output.open("wb") as log:
             process = subprocess.Popen(
@@ -59,6 +65,7 @@ class Children:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=cwd,
                 start_new_session=True,
             )
         self.running.append(process)
@@ -108,6 +115,15 @@ def proc_status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def proc_strings(pid: int, name: str) -> list[str]:
+    """``/proc/<pid>/cmdline`` or ``environ``: its NUL-separated strings; [] if unreadable."""
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as strings:
+            return [part.decode(errors="replace") for part in strings.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid``, all its threads, so far."""
     try:
@@ -148,7 +164,7 @@ def mib(kib: int) -> float:
     return kib / 1024
 
 
-# --- the fake upstream, in its own process -------------------------------------------------------
+# --- the upstreams, each in its own process -------------------------------------------------------
 
 
 async def serve_fake(flavor: str) -> None:
@@ -168,7 +184,7 @@ async def serve_fake(flavor: str) -> None:
 
 
 def config_text(flavor: Flavor, base_url: str) -> str:
-    """The provider pointed at the fake, its one model with no caps, and a chain of that model."""
+    """The provider pointed at the upstream, its one model with no caps, and a chain of it."""
     lines = [f"[providers.{flavor.provider}]"]
     if flavor.own:
         lines.append('dialect = "openai"')
@@ -184,12 +200,6 @@ def config_text(flavor: Flavor, base_url: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def freellm_command() -> list[str]:
-    """The ``freellm`` console script beside this Python, else ``python -m freellm.cli``."""
-    script = shutil.which("freellm", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "freellm.cli"]
 
 
 def http_request(
@@ -213,9 +223,9 @@ def taskset(pin: bool, cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if pin else []
 
 
-def run_cli(argv: Sequence[str], env: dict[str, str]) -> str:
+def run_cli(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> str:
     """Run a ``freellm`` command to completion; its output, or ``RuntimeError`` if it failed."""
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[-6:])} failed:\n{done.stdout}{done.stderr}")
     return done.stdout

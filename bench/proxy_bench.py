@@ -1,45 +1,61 @@
-"""What freellm adds to a request: latency, throughput, time to first token and memory.
+"""What freellm adds to a request: latency, throughput, time to first token, memory and CPU.
 
-One run sets freellm up as a user would, in front of a fake upstream, and measures both paths:
+One run sets freellm up as a user would, in front of an upstream, and measures, in the same run,
+the direct path (straight to the upstream: the baseline) and the path through freellm. With
+``--baseline-ref REF`` it also measures a second freellm built from the git ref ``REF`` (see
+``_freellm.py``), alternating the two, and prints both side by side with the change in percent.
 
-- the fake (``freellm.sim.fakes``, ``openai`` or ``groq`` flavor, no caps, ``record=False``) runs
-  in a process of its own, so that it never shares freellm's CPU in-process;
-- ``freellm serve`` runs as another process, with ``--data-dir`` a temporary directory,
-  ``ENCRYPTION_KEY`` set, a config file pointing the provider's ``base_url`` at the fake, a key
-  added with ``freellm keys add`` and the unified key read with ``freellm token``.
+The upstream runs in a process of its own, so that it never shares freellm's CPU in-process:
 
-Then, straight to the fake (the baseline) and through freellm:
+- ``--upstream fast`` (the default): ``bench/_upstream.py``, a raw asyncio protocol server whose
+  answers are built once; with the ``groq`` flavor it sends Groq's rate-limit headers;
+- ``--upstream fake``: ``freellm.sim.fakes`` under hypercorn (``openai`` or ``groq`` flavor, no
+  caps, ``record=False``). It saturates at a few hundred req/s, about what freellm does, so the
+  figures then measure the fake: it is here to show that, not to measure freellm.
+
+The upstream must be at least 10x faster than freellm, or the figures measure the upstream: the
+run checks the direct baseline's req/s at ``--concurrency`` against each freellm's and prints a
+WARNING, with what limited the direct phase, when it is less than 10x.
+
+Each freellm server runs ``freellm serve`` (``python -m freellm.cli``) with its own temporary
+``--data-dir``, ``ENCRYPTION_KEY`` set, a config file pointing the provider's ``base_url`` at the
+upstream, a key added with ``freellm keys add`` and the unified key read with ``freellm token``.
+
+The phases, each on the direct path once and on each freellm ``--rounds`` times (1; 2 with a
+baseline, in A B B A order so that drift over the run falls on both alike):
 
 1. non-streamed chat completions of a small prompt: latency p50/p99 at concurrency 1 and at
    ``--concurrency`` (32), requests/s at 32;
 2. streamed: time to the first SSE ``data:`` event (the first token a client sees), p50;
-3. freellm's RSS (``VmRSS``) idle after start-up and its peak under the concurrency-32 load;
+3. each freellm's RSS (``VmRSS``) idle after start-up and its peak under the concurrency-32 load;
 4. the latency freellm adds (through minus direct) at p50, concurrency 1.
 
-It also reads the CPU time of freellm, the fake (``/proc/<pid>/stat``) and the generator around
-every phase: freellm's CPU milliseconds per request, and whether freellm or the upstream side
-(the fake and the generator, on one CPU) was saturated, i.e. which of them limited the phase.
+It also reads the CPU time of each freellm, the upstream (``/proc/<pid>/stat``) and the generator
+around every phase: freellm's CPU milliseconds per request (the steadier figure on a shared
+machine), and which party was saturated, i.e. what limited the phase.
 
 The load generator is ``wrk`` when it is on PATH (C, one thread, keep-alive; a Lua script sets the
 POST body and prints the percentiles); else a load generator of our own on trio's raw sockets,
 with keep-alive connections. Time to first byte is always measured with our own client (wrk only
-sees whole responses). With ``taskset`` and 2+ CPUs, freellm runs on CPU 0 and the fake and the
-generator share CPU 1. The output says which generator and which pinning were used.
+sees whole responses). With ``taskset`` and 2+ CPUs, freellm runs on CPU 0 and the upstream and
+the generator share CPU 1. The output says which generator and which pinning were used.
 
 Run::
 
     .venv/bin/python bench/proxy_bench.py [--duration 10] [--concurrency 32] [--flavor groq]
-                                          [--generator auto|wrk|python] [--no-pin] [--json]
-    .venv/bin/python bench/proxy_bench.py --hold   # start both servers, print how to reach them,
+        [--upstream fast|fake] [--baseline-ref REF] [--rounds N]
+        [--generator auto|wrk|python] [--no-pin] [--json]
+    .venv/bin/python bench/proxy_bench.py --hold   # start the servers, print how to reach them,
                                                    # wait for Ctrl-C (for py-spy and friends)
 
-Everything it starts is stopped, and its temporary directory removed, on the way out, Ctrl-C and
-SIGTERM included.
+Everything it starts is stopped, and its temporary directory and git worktree removed, on the way
+out, Ctrl-C and SIGTERM included.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -50,101 +66,75 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import trio
 
-from _load import (
-    Endpoint,
-    Generator,
-    Measured,
-    PythonLoad,
-    Wrk,
-    first_byte,
-    wrk_script,
-)
+import _upstream
+from _freellm import Instance, baseline_worktree, clean_environ, start_freellm, working_tree
+from _load import Endpoint, Generator, Measured, PythonLoad, Wrk, first_byte, wrk_script
 from _procs import (
     FLAVORS,
     Children,
     PeakRss,
-    config_text,
     cpu_seconds,
-    freellm_command,
     http_request,
     mib,
     own_cpu_seconds,
     proc_status_kib,
-    run_cli,
     serve_fake,
     taskset,
     wait_for_output,
 )
-from _report import Row, table
+from _report import Row, check_lines, comparison, summarize, table, targets, upstream_check
 
 ENCRYPTION_KEY: Final = "b3" * 32
 UPSTREAM_SECRET: Final = "sk-bench-upstream"
 STARTUP_TIMEOUT_S: Final = 20.0
 IDLE_SETTLE_S: Final = 1.5  # after /readyz, before reading the idle RSS: start-up work settles
 PROXY_CPU: Final = 0
-UPSTREAM_CPU: Final = 1  # the fake and the load generator
+UPSTREAM_CPU: Final = 1  # the upstream and the load generator
 
-# Issue 3's targets (and DESIGN.md's measured prototypes, for scale).
-TARGET_ADDED_P50_MS: Final = 1.0
-TARGET_RPS: Final = 600.0
-TARGET_IDLE_RSS_MB: Final = 45.0
+T = TypeVar("T")
 
 
 @attrs.frozen
-class Servers:
-    flavor: str
-    pin: bool
-    direct: Endpoint
-    proxy: Endpoint
-    fake_pid: int
-    proxy_pid: int
-    routed_via: str
+class Upstream:
+    kind: str  # "fast" or "fake"
+    description: str
+    base_url: str
+    pid: int
 
 
-def start_servers(
-    flavor_name: str, tmp: Path, children: Children, pin: bool, log: Callable[[str], None]
-) -> Servers:
-    """The fake, then freellm set up in front of it the way a user would; checked end to end."""
+def start_upstream(
+    kind: str, flavor_name: str, tmp: Path, children: Children, env: dict[str, str], pin: bool
+) -> Upstream:
+    """The upstream of ``kind`` in a process of its own, serving as ``flavor_name``."""
     flavor = FLAVORS[flavor_name]
-    env = dict(os.environ, ENCRYPTION_KEY=ENCRYPTION_KEY, PYTHONUNBUFFERED="1")
-    for name in ("HOST", "PORT", "FREELLM_DATA_DIR"):
-        env.pop(name, None)
+    out = tmp / "upstream.log"
+    if kind == "fast":
+        argv = _upstream.command(
+            prefix=flavor.prefix, model=flavor.model, ratelimit_headers=flavor.ratelimit_headers
+        )
+        process = children.spawn([*taskset(pin, UPSTREAM_CPU), *argv], output=out, env=env)
+        found = wait_for_output(process, out, _upstream.URL_PATTERN, STARTUP_TIMEOUT_S)
+        headers = (
+            "Groq's rate-limit headers" if flavor.ratelimit_headers else "no rate-limit headers"
+        )
+        description = f"fast upstream (bench/_upstream.py, {found[3]} event loop, {headers})"
+    else:
+        argv = [sys.executable, __file__, "--serve-fake", flavor_name]
+        process = children.spawn([*taskset(pin, UPSTREAM_CPU), *argv], output=out, env=env)
+        found = wait_for_output(process, out, r"^fake \S+ at (\S+) pid", STARTUP_TIMEOUT_S)
+        description = "slow fake upstream (freellm.sim.fakes under hypercorn)"
+    return Upstream(kind, description, found[1], process.pid)
 
-    fake_out = tmp / "fake.log"
-    argv = [*taskset(pin, UPSTREAM_CPU), sys.executable, __file__, "--serve-fake", flavor_name]
-    fake = children.spawn(argv, output=fake_out, env=env)
-    base_url = wait_for_output(fake, fake_out, r"^fake \S+ at (\S+) pid", STARTUP_TIMEOUT_S)[1]
-    direct = Endpoint("direct", f"{base_url}/chat/completions", UPSTREAM_SECRET, flavor.model)
-    log(f"fake {flavor_name} upstream at {base_url} (pid {fake.pid})")
 
-    config = tmp / "freellm.toml"
-    config.write_text(config_text(flavor, base_url))
-    common = ["--data-dir", str(tmp / "data"), "--config", str(config)]
-    freellm = freellm_command()
-    run_cli([*freellm, "keys", "add", flavor.provider, UPSTREAM_SECRET, *common], env)
-    unified_key = run_cli([*freellm, "token", *common], env).strip()
-
-    # Compile whatever bytecode is stale first: compiling at start-up would inflate the idle RSS.
-    run_cli([sys.executable, "-c", "import freellm.cli, freellm.web.server"], env)
-    serve_out = tmp / "serve.log"
-    argv = [*taskset(pin, PROXY_CPU), *freellm, "serve", *common, "--host", "127.0.0.1"]
-    proxy = children.spawn([*argv, "--port", "0"], output=serve_out, env=env)
-    url = wait_for_output(proxy, serve_out, r"serving (http://\S+)/v1\s*$", STARTUP_TIMEOUT_S)[1]
-    through = Endpoint("freellm", f"{url}/v1/chat/completions", unified_key, "auto")
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while http_request(f"{url}/readyz")[0] != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError("freellm never became ready")
-        time.sleep(0.05)
-    log(f"freellm serve at {url} (pid {proxy.pid}), model `auto`")
-
+def check_paths(endpoints: Sequence[Endpoint]) -> str:
+    """One request of each kind down each path must succeed; freellm's ``x-routed-via``."""
     routed_via = ""
-    for endpoint in (direct, through):  # one request of each kind down each path must succeed
+    for endpoint in endpoints:
         for stream in (False, True):
             body = endpoint.body(stream=stream)
             status, headers, answer = http_request(
@@ -153,127 +143,175 @@ def start_servers(
             if status != 200 or (stream and b"data: [DONE]" not in answer):
                 raise RuntimeError(f"{endpoint.name}: HTTP {status}: {answer[:500]!r}")
             routed_via = headers.get("x-routed-via", routed_via)
-    return Servers(flavor_name, pin, direct, through, fake.pid, proxy.pid, routed_via)
+    return routed_via
 
 
 # --- the run -------------------------------------------------------------------------------------
 
 
-def measure(
-    setup: Servers,
-    case: str,
-    concurrency: int,
-    through_proxy: bool,
-    run: Callable[[], Measured],
-    notes: str = "",
-) -> Row:
-    proxy, fake, own = cpu_seconds(setup.proxy_pid), cpu_seconds(setup.fake_pid), own_cpu_seconds()
-    began = time.perf_counter()
-    measured = run()
-    wall = time.perf_counter() - began
-    proxy = cpu_seconds(setup.proxy_pid) - proxy
-    fake, own = cpu_seconds(setup.fake_pid) - fake, own_cpu_seconds() - own
-    proxy_cpu = proxy if through_proxy else None
-    return Row(case, concurrency, measured, wall, proxy_cpu, fake, own, setup.pin, notes)
+def in_order(items: Sequence[T], round_no: int) -> Sequence[T]:
+    """A B in even rounds, B A in odd ones: A B B A over two rounds."""
+    return items if round_no % 2 == 0 else items[::-1]
 
 
-def bench(
-    args: argparse.Namespace, setup: Servers, tmp: Path, log: Callable[[str], None]
-) -> dict[str, Any]:
-    direct, proxy = setup.direct, setup.proxy
-    generator: Generator
+def pick_generator(args: argparse.Namespace, tmp: Path, pin: bool) -> Generator:
     wrk = shutil.which("wrk")
     if args.generator == "wrk" and wrk is None:
         raise RuntimeError("--generator wrk: wrk is not on PATH")
     if wrk is not None and args.generator != "python":
-        generator = Wrk(wrk, tmp, taskset(setup.pin, UPSTREAM_CPU))
-    else:
-        generator = PythonLoad()
-    if setup.pin:
-        os.sched_setaffinity(0, {UPSTREAM_CPU})  # our own client: with the fake, off freellm's CPU
+        return Wrk(wrk, tmp, taskset(pin, UPSTREAM_CPU))
+    return PythonLoad()
 
-    time.sleep(IDLE_SETTLE_S)
-    idle_kib = proc_status_kib(setup.proxy_pid, "VmRSS")
-    log(f"idle RSS {mib(idle_kib):.1f} MiB; generator: {generator.name}")
 
-    c, duration = args.concurrency, args.duration
+def run_phases(
+    args: argparse.Namespace,
+    generator: Generator,
+    upstream: Upstream,
+    paths: Sequence[tuple[Endpoint, int | None]],
+    peaks: dict[str, PeakRss],
+    pin: bool,
+    log: Callable[[str], None],
+) -> list[Row]:
+    """Every phase: on the direct path (pid None) once, then on each freellm ``--rounds`` times
+    (A B, then B A)."""
+    c, duration, rounds = args.concurrency, args.duration, args.rounds
     stream_duration = max(2.0, duration / 2)
-    if args.warmup > 0:
-        log(f"warm-up: {args.warmup:g} s at c={c} on each path")
-        generator.run(direct, c, args.warmup)
-        generator.run(proxy, c, args.warmup)
-        first_byte(direct, min(1.0, args.warmup))
-        first_byte(proxy, min(1.0, args.warmup))
-
-    peak = PeakRss(setup.proxy_pid)
     rows: list[Row] = []
 
-    def phase(endpoint: Endpoint, concurrency: int, *, stream: bool = False) -> Row:
-        case = f"{endpoint.name}{' stream' if stream else ''} c={concurrency}"
+    def phase(endpoint: Endpoint, pid: int | None, kind: str, round_no: int) -> None:
+        concurrency = c if kind == "cN" else 1
+        case = f"{endpoint.name}{' stream' if kind == 'stream' else ''} c={concurrency}"
+        if rounds > 1 and pid is not None:
+            case += f" #{round_no + 1}"
         log(f"{case} ...")
-        if stream:
-            run = partial(first_byte, endpoint, stream_duration)
-            row = measure(setup, case, 1, endpoint is proxy, run, "time to first SSE data event")
+        run: Callable[[], Measured]
+        notes = ""
+        if kind == "stream":
+            run, notes = partial(first_byte, endpoint, stream_duration), "time to first token"
         else:
             run = partial(generator.run, endpoint, concurrency, duration)
-            row = measure(setup, case, concurrency, endpoint is proxy, run)
+        server = cpu_seconds(pid) if pid is not None else 0.0
+        other, own = cpu_seconds(upstream.pid), own_cpu_seconds()
+        sampling = peaks[endpoint.name].sampling() if kind == "cN" and pid is not None else None
+        began = time.perf_counter()
+        with sampling or contextlib.nullcontext():
+            measured = run()
+        wall = time.perf_counter() - began
+        row = Row(
+            case=case,
+            target=endpoint.name,
+            phase=kind,
+            concurrency=concurrency,
+            measured=measured,
+            wall_s=wall,
+            server_cpu_s=None if pid is None else cpu_seconds(pid) - server,
+            upstream_cpu_s=cpu_seconds(upstream.pid) - other,
+            generator_cpu_s=own_cpu_seconds() - own,
+            pinned=pin,
+            notes=notes,
+        )
         rows.append(row)
-        return row
 
-    direct_1, proxy_1 = phase(direct, 1), phase(proxy, 1)
-    phase(direct, c)
-    with peak.sampling():
-        proxy_c = phase(proxy, c)
-    direct_s, proxy_s = phase(direct, 1, stream=True), phase(proxy, 1, stream=True)
+    direct, *servers = paths
+    for kind in ("c1", "cN", "stream"):
+        phase(*direct, kind, 0)
+        for round_no in range(rounds):
+            for endpoint, pid in in_order(servers, round_no):
+                phase(endpoint, pid, kind, round_no)
+    return rows
+
+
+def bench(
+    args: argparse.Namespace,
+    upstream: Upstream,
+    direct: Endpoint,
+    instances: Sequence[Instance],
+    routed_via: str,
+    tmp: Path,
+    pin: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    generator = pick_generator(args, tmp, pin)
+    if pin:
+        os.sched_setaffinity(0, {UPSTREAM_CPU})  # our own client: with the upstream
+    c = args.concurrency
 
     time.sleep(IDLE_SETTLE_S)
-    after_kib = proc_status_kib(setup.proxy_pid, "VmRSS")
-    hwm_kib = proc_status_kib(setup.proxy_pid, "VmHWM")
-    added = proxy_1.measured.p50_ms - direct_1.measured.p50_ms
-    rps = proxy_c.measured.rps
-    idle_mb = mib(idle_kib)
+    idle_kib = {i.name: proc_status_kib(i.pid, "VmRSS") for i in instances}
+    idle = ", ".join(f"{name} {mib(kib):.1f} MiB" for name, kib in idle_kib.items())
+    log(f"generator: {generator.name}; idle RSS {idle}")
+    paths = [(direct, None), *((i.endpoint, i.pid) for i in instances)]
+    if args.warmup > 0:
+        log(f"warm-up: {args.warmup:g} s at c={c} on each path")
+        for endpoint, _ in paths:
+            generator.run(endpoint, c, args.warmup)
+            first_byte(endpoint, min(1.0, args.warmup))
+    peaks = {i.name: PeakRss(i.pid) for i in instances}
+    rows = run_phases(args, generator, upstream, paths, peaks, pin, log)
+
+    time.sleep(IDLE_SETTLE_S)
+    summaries = {"direct": summarize(rows, "direct", None, {})}
+    for i in instances:
+        rss = {
+            "rss_idle_mib": mib(idle_kib[i.name]),
+            "rss_peak_mib": mib(peaks[i.name].peak_kib),
+            "rss_hwm_mib": mib(proc_status_kib(i.pid, "VmHWM")),
+            "rss_after_mib": mib(proc_status_kib(i.pid, "VmRSS")),
+        }
+        summaries[i.name] = summarize(rows, i.name, summaries["direct"], rss)
+    direct_loaded = next(row for row in rows if (row.target, row.phase) == ("direct", "cN"))
+    check = upstream_check(summaries, [i.name for i in instances], direct_loaded)
+    if args.json:  # else the table says it
+        for line in check_lines(check, c, generator.name):
+            log(line)
+
+    order = "one round per server"
+    if len(instances) > 1 or args.rounds > 1:
+        sequence = [i.name for r in range(args.rounds) for i in in_order(instances, r)]
+        rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
+        order = f"{rounds} per server ({', '.join(sequence)}), direct once, per phase"
     return {
-        "flavor": setup.flavor,
-        "routed_via": setup.routed_via,
+        "flavor": args.flavor,
+        "upstream": {
+            "kind": upstream.kind,
+            "description": upstream.description,
+            "url": upstream.base_url,
+        },
+        "routed_via": routed_via,
         "generator": generator.name,
         "ttfb_client": PythonLoad.name,
         "pinning": (
-            f"freellm on CPU {PROXY_CPU}; fake upstream and load generator on CPU {UPSTREAM_CPU}"
+            f"freellm on CPU {PROXY_CPU}; upstream and load generator on CPU {UPSTREAM_CPU}"
             " (taskset)"
-            if setup.pin
+            if pin
             else "none"
         ),
         "cpus": os.cpu_count(),
-        "duration_s": duration,
-        "stream_duration_s": stream_duration,
+        "duration_s": args.duration,
+        "stream_duration_s": max(2.0, args.duration / 2),
         "warmup_s": args.warmup,
         "concurrency": c,
+        "rounds": args.rounds,
+        "order": order,
+        "servers": [
+            {
+                "name": i.name,
+                "build": i.build.label,
+                "package": i.package,
+                "pid": i.pid,
+                "pythonpath": i.pythonpath,
+                "url": i.endpoint.url,
+            }
+            for i in instances
+        ],
         "cases": [row.data() for row in rows],
-        "added_latency_p50_ms": round(added, 3),
-        "added_ttfb_p50_ms": round(proxy_s.measured.p50_ms - direct_s.measured.p50_ms, 3),
-        "rss_mib": {
-            "idle_after_start": round(idle_mb, 1),
-            "peak_under_load": round(mib(peak.peak_kib), 1),
-            "high_water_mark": round(mib(hwm_kib), 1),
-            "idle_after_load": round(mib(after_kib), 1),
+        "summary": {
+            name: {key: None if value is None else round(value, 3) for key, value in s.items()}
+            for name, s in summaries.items()
         },
-        "targets": {
-            "added_latency_p50_ms_c1": {
-                "target": f"<= {TARGET_ADDED_P50_MS:g}",
-                "measured": round(added, 3),
-                "met": added <= TARGET_ADDED_P50_MS,
-            },
-            f"rps_c{c}": {
-                "target": f">= {TARGET_RPS:g}",
-                "measured": round(rps, 1),
-                "met": rps >= TARGET_RPS,
-            },
-            "idle_rss_mb": {
-                "target": f"<= {TARGET_IDLE_RSS_MB:g}",
-                "measured": round(idle_mb, 1),
-                "met": idle_mb <= TARGET_IDLE_RSS_MB,
-            },
-        },
+        "upstream_check": check,
+        "comparison": comparison(summaries, c) if "baseline" in summaries else None,
+        "targets": targets(summaries["freellm"], c),
     }
 
 
@@ -285,6 +323,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase (10)")
     parser.add_argument("--concurrency", type=int, default=32, help="the loaded case (32)")
     parser.add_argument("--flavor", choices=sorted(FLAVORS), default="groq")
+    parser.add_argument(
+        "--upstream",
+        choices=("fast", "fake"),
+        default="fast",
+        help="fast: bench/_upstream.py (default); fake: freellm.sim.fakes, too slow for freellm",
+    )
+    parser.add_argument(
+        "--baseline-ref", metavar="REF", help="also measure freellm as of this git ref"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="phases per freellm (1; 2 with --baseline-ref, A B B A)"
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per path (2)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -292,19 +342,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hold", action="store_true", help="start the servers and wait")
     parser.add_argument("--serve-fake", metavar="FLAVOR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.concurrency < 1:
-        parser.error("--duration must be > 0 and --concurrency >= 1")
+    if args.rounds is None:
+        args.rounds = 2 if args.baseline_ref else 1
+    if args.duration <= 0 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--duration must be > 0, --concurrency and --rounds >= 1")
     return args
 
 
-def hold(args: argparse.Namespace, setup: Servers, tmp: Path) -> None:
-    """Print how to reach both servers (and load them with wrk), then wait for a signal."""
-    wrk = " ".join([*taskset(setup.pin, UPSTREAM_CPU), "wrk", "-t1", f"-c{args.concurrency}"])
-    for endpoint, pid in ((setup.direct, setup.fake_pid), (setup.proxy, setup.proxy_pid)):
+def hold(
+    args: argparse.Namespace,
+    upstream: Upstream,
+    direct: Endpoint,
+    instances: Sequence[Instance],
+    tmp: Path,
+    pin: bool,
+) -> None:
+    """Print how to reach every server (and load it with wrk), then wait for a signal."""
+    wrk = " ".join([*taskset(pin, UPSTREAM_CPU), "wrk", "-t1", f"-c{args.concurrency}"])
+    paths = [(direct, upstream.pid), *((i.endpoint, i.pid) for i in instances)]
+    for endpoint, pid in paths:
         script = wrk_script(endpoint, tmp)
         print(f"{endpoint.name} (pid {pid}): {endpoint.url} model {endpoint.model}")
         print(f"  {wrk} -d{round(args.duration)}s -s {script} {endpoint.url}")
-    print(f"unified key: {setup.proxy.token}; Ctrl-C stops everything", flush=True)
+    for i in instances:
+        print(f"{i.name} unified key: {i.endpoint.token}")
+    print("Ctrl-C stops everything", flush=True)
     signal.pause()
 
 
@@ -312,6 +374,37 @@ def _terminate(signum: int, frame: object) -> None:
     # The same way out as Ctrl-C: inside trio.run, trio's own SIGINT handler raises
     # KeyboardInterrupt where it is safe; elsewhere Python's does.
     signal.raise_signal(signal.SIGINT)
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack, log: Callable[[str], None]) -> int:
+    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    tmp = Path(tempfile.mkdtemp(prefix="freellm-bench-"))
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    builds = [working_tree()]
+    if args.baseline_ref:
+        builds.append(stack.enter_context(baseline_worktree(args.baseline_ref, tmp, log)))
+    children = Children()
+    stack.callback(children.stop_all)  # before the worktree goes: the servers run from it
+    env = dict(clean_environ(os.environ), ENCRYPTION_KEY=ENCRYPTION_KEY)
+
+    upstream = start_upstream(args.upstream, args.flavor, tmp, children, env, pin)
+    log(f"{upstream.description} at {upstream.base_url} (pid {upstream.pid})")
+    flavor = FLAVORS[args.flavor]
+    direct = Endpoint(
+        "direct", f"{upstream.base_url}/chat/completions", UPSTREAM_SECRET, flavor.model
+    )
+    cpu = PROXY_CPU if pin else None
+    instances = [
+        start_freellm(build, flavor, upstream.base_url, tmp, children, env=env, cpu=cpu, log=log)
+        for build in builds
+    ]
+    routed_via = check_paths([direct, *(i.endpoint for i in instances)])
+    if args.hold:
+        hold(args, upstream, direct, instances, tmp, pin)
+        return 0
+    result = bench(args, upstream, direct, instances, routed_via, tmp, pin, log)
+    print(json.dumps(result, indent=2) if args.json else table(result), flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,17 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ignored, as in a background job of a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
-    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    tmp = Path(tempfile.mkdtemp(prefix="freellm-bench-"))
-    children = Children()
     try:
-        setup = start_servers(args.flavor, tmp, children, pin, log)
-        if args.hold:
-            hold(args, setup, tmp)
-            return 0
-        result = bench(args, setup, tmp, log)
-        print(json.dumps(result, indent=2) if args.json else table(result), flush=True)
-        return 0
+        with contextlib.ExitStack() as stack:
+            return run(args, stack, log)
     except RuntimeError as exc:
         log(f"failed: {exc}")
         return 1
@@ -346,11 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest = exc.split(KeyboardInterrupt)[1] if isinstance(exc, BaseExceptionGroup) else exc
         if rest is not None and not isinstance(rest, KeyboardInterrupt):
             raise
-        log("interrupted; stopping")
+        log("interrupted; stopped everything")
         return 130
-    finally:
-        children.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
