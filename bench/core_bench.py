@@ -31,7 +31,11 @@ SUCCESS = Outcome(Kind.SUCCESS, 200)
 
 def base_state() -> router.RouterState:
     catalog = bundled_catalog()
-    keys = {p: [f"{p}-{i}" for i in range(KEYS_PER_PROVIDER)] for p in catalog.providers}
+    keys = [
+        router.Key(p, f"{p}-{i}", f"secret-{p}-{i}")
+        for p in catalog.providers
+        for i in range(KEYS_PER_PROVIDER)
+    ]
     return router.RouterState(router.Topology(catalog, keys))
 
 

@@ -105,7 +105,7 @@ async def main():
     env = {"ENCRYPTION_KEY": "ab" * 32}
     async with open_runtime(Path(sys.argv[1]), None, env=env, probes=False) as runtime:
         loaded = "cryptography" in sys.modules
-        print(len(runtime.dispatcher.secrets), runtime.unified_key[:8], loaded)
+        print(len(runtime.holder.state.topology.keys), runtime.unified_key[:8], loaded)
 
 trio.run(main)
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import secrets
 import signal
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from dotenv import load_dotenv
 
 from freellm import __version__
 from freellm.core import health as health_
 from freellm.core.catalog import Catalog, ConfigError
 from freellm.shell.config import load_catalog
+from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, health_of
 from freellm.shell.probes import probe_key
 from freellm.shell.runtime import open_runtime, read_unified_key, with_user_chain
 from freellm.shell.secrets import SecretsError, Vault, load_master_key, new_unified_key
@@ -87,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("id")
     check = keys.add_parser("check", parents=[common], help="check keys with their provider")
     check.add_argument("id", nargs="?")
+    enable = keys.add_parser("enable", parents=[common], help="let routing use a key again")
+    enable.add_argument("id")
+    disable = keys.add_parser("disable", parents=[common], help="keep a key out of routing")
+    disable.add_argument("id")
+    edit = keys.add_parser("edit", parents=[common], help="change a key's label or secret")
+    edit.add_argument("id")
+    edit.add_argument("--label", default=None)
+    edit.add_argument("--secret", default=None, help="the new key; use - to read it from stdin")
 
     demo = commands.add_parser(
         "demo", help="fake providers + a server: try freellm without any provider key"
@@ -106,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A .env in the working directory sets the environment (ENCRYPTION_KEY, FREELLM_DATA_DIR,
+    # HOST, PORT) for every command alike, so that they agree; the real environment wins.
+    load_dotenv(Path.cwd() / ".env", override=False)
     args = build_parser().parse_args(argv)
     if args.command != "demo":  # the demo keeps to a scratch dir of its own
         args.data_dir = args.data_dir or default_data_dir()
@@ -117,20 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BaseException as exc:
         # Errors from inside the server's nurseries arrive wrapped in exception groups.
-        problem = _user_facing(exc)
+        problem = _user_facing(exc, args)
         if problem is None:
             raise
         print(f"freellm: {problem}", file=sys.stderr)
         return 2
 
 
-def _user_facing(exc: BaseException) -> BaseException | None:
-    """The error a user can act on (bad config or key, a port in use), unwrapped, if that is
-    what ``exc`` is; ``None`` for anything else (a bug: let its traceback show)."""
+def _user_facing(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """What a user can act on (bad config or key, a port in use), said plainly, if that is what
+    ``exc`` is; ``None`` for anything else (a bug: let its traceback show)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE and hasattr(args, "port"):
+        return (
+            f"port {args.port} on {args.host} is already in use: stop what holds it, or pick"
+            " another port with --port N (or PORT=N)"
+        )
     if isinstance(exc, ConfigError | SecretsError | Failed | OSError):
-        return exc
+        return str(exc)
     return None
 
 
@@ -152,7 +171,7 @@ async def serve(args: argparse.Namespace) -> int:
                 f"{runtime.unified_key}",
                 flush=True,
             )
-        if not any(runtime.dispatcher.state.topology.keys.values()):
+        if not runtime.holder.state.topology.keys:
             print("no provider keys yet: add one with `freellm keys add PROVIDER KEY`")
     return 0
 
@@ -242,6 +261,19 @@ def _seal(vault: Vault, provider: str, secret: str, key_id: str) -> bytes:
     return vault.seal(key_id, provider, secret)
 
 
+LIVE = "a running server sees it within 2 s"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(0, int(seconds))} s ago"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 172_800:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86_400)} days ago"
+
+
 # --- store commands ---------------------------------------------------------------------------
 
 
@@ -258,7 +290,9 @@ async def token(args: argparse.Namespace) -> int:
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
         if args.regenerate:
             key = new_unified_key()
-            await store.set_setting("unified_key", vault.seal("unified", "freellm", key).hex())
+            sealed = vault.seal(UNIFIED_KEY_ID, "freellm", key)
+            await store.set_setting(UNIFIED_KEY_SETTING, sealed.hex())
+            print(f"the old key no longer works ({LIVE})", file=sys.stderr)
         else:
             key, _ = await read_unified_key(store, vault)
         print(key)
@@ -290,11 +324,14 @@ async def keys_list(args: argparse.Namespace) -> int:
         records = await store.list_keys()
         if not records:
             print("no keys yet: freellm keys add PROVIDER KEY")
+        now = time.time()
         for r in records:
             state = "enabled" if r.enabled else "disabled"
-            note = f" ({r.last_error})" if r.last_error else ""
             health = r.health or "unknown"
-            print(f"{r.id}  {r.provider:12} {r.label or '-':16} {state:8} {health}{note}")
+            checked = f", checked {_ago(now - r.last_check)}" if r.last_check else ""
+            note = f" ({r.last_error})" if r.last_error else ""
+            line = f"{r.id}  {r.provider:12} {r.label or '-':16} {state:8} {health}{checked}{note}"
+            print(line)
         return 0
 
     return await _with_store(args, work)
@@ -324,11 +361,62 @@ async def keys_check(args: argparse.Namespace) -> int:
                 event, note = await probe_key(
                     upstreams, provider, vault.unseal(r.id, r.provider, r.sealed)
                 )
-                state = health_.TRANSITIONS[health_.State.UNKNOWN, event]
-                await store.record_key_health(r.id, state.value, time.time(), note)
-                failed += state is not health_.State.HEALTHY
-                print(f"{r.id}  {r.provider:12} {state.value}{f' ({note})' if note else ''}")
+                # The same transition the server makes for its own checks, from the health
+                # the table holds (what the server saw); a running server adopts the result.
+                table = health_.replace(health_.Health(), r.provider, r.id, health_of(r))
+                table = health_.apply(table, r.provider, r.id, event, now=time.time(), error=note)
+                entry = table.of(r.provider, r.id)
+                await store.record_key_health(
+                    r.id, entry.state.value, entry.checked_at, entry.last_error, since=entry.since
+                )
+                failed += entry.state is not health_.State.HEALTHY
+                print(f"{r.id}  {r.provider:12} {entry.state.value}{f' ({note})' if note else ''}")
         return 1 if failed else 0
+
+    return await _with_store(args, work)
+
+
+async def keys_enable(args: argparse.Namespace) -> int:
+    return await _set_enabled(args, True)
+
+
+async def keys_disable(args: argparse.Namespace) -> int:
+    return await _set_enabled(args, False)
+
+
+async def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        if not await store.set_key_enabled(args.id, enabled):
+            raise Failed(f"no key {args.id!r}")
+        print(f"{'enabled' if enabled else 'disabled'} {args.id} ({LIVE})")
+        return 0
+
+    return await _with_store(args, work)
+
+
+async def keys_edit(args: argparse.Namespace) -> int:
+    if args.label is None and args.secret is None:
+        raise Failed("nothing to change: give --label L and/or --secret S (- reads stdin)")
+    secret = None
+    if args.secret is not None:
+        secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret.strip()
+        if not secret:
+            raise Failed("the key is empty")
+
+    async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
+        record = await store.get_key(args.id)
+        if record is None:
+            raise Failed(f"no key {args.id!r}")
+        if args.label is not None:
+            await store.set_key_label(record.id, args.label)
+        if secret is not None:
+            # A new secret is a new key to health: it starts unknown (the store clears it).
+            await store.update_key_secret(record.id, vault.seal(record.id, record.provider, secret))
+        changed = " and ".join(
+            name for name, given in (("label", args.label), ("secret", secret)) if given is not None
+        )
+        print(f"edited the {changed} of {record.id} ({LIVE})")
+        return 0
 
     return await _with_store(args, work)
 
@@ -349,7 +437,7 @@ async def chain_set(args: argparse.Namespace) -> int:
 
         apply_config(catalog, {"router": {"chain": list(args.entries)}})  # raises if unknown
         await store.set_chain(list(args.entries))
-        print(f"chain set: {len(args.entries)} entries (a running server picks it up on restart)")
+        print(f"chain set: {len(args.entries)} entries (a running server uses it within 2 s)")
         return 0
 
     return await _with_store(args, work)
@@ -362,6 +450,9 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Awaitable[
     ("keys", "list"): keys_list,
     ("keys", "remove"): keys_remove,
     ("keys", "check"): keys_check,
+    ("keys", "enable"): keys_enable,
+    ("keys", "disable"): keys_disable,
+    ("keys", "edit"): keys_edit,
     ("chain", "show"): chain_show,
     ("chain", "set"): chain_set,
     ("demo", None): demo,

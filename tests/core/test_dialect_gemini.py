@@ -39,6 +39,7 @@ from freellm.core.dialects.gemini import (
 )
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Decoder, Event
+from freellm.core.tokens import estimate_text
 from sdk_checks import check_gemini_request
 from sse_feed import feed
 
@@ -896,7 +897,8 @@ def test_a_stream_becomes_openai_chunks_ending_in_done(wants_usage: bool) -> Non
     assert (message["usage"] is not None) is wants_usage
     assert fold.done
     assert fold.usage == Usage(12, 37)
-    assert fold.completion_chars == len("Let me check.") + len('{"city":"Paris"}') + len("{}")
+    pieces = ["Let me ", "check.", '{"city":"Paris"}', "{}"]
+    assert fold.completion_tokens == sum(map(estimate_text, pieces))
 
 
 def test_a_stream_assembles_to_the_same_message_as_the_whole_response() -> None:
@@ -1022,8 +1024,9 @@ def test_any_split_of_a_stream_assembles_the_same_message(
     assert message["usage"] == (completion["usage"] if wants_usage else None)
     assert fold.done
     assert fold.usage == usage
-    calls_chars = sum(len(call["function"]["arguments"]) for call in message["tool_calls"])
-    assert fold.completion_chars == len(message["content"] or "") + calls_chars
+    # Estimated piece by piece: at least the estimate of the whole (estimates are subadditive).
+    calls = sum(estimate_text(call["function"]["arguments"]) for call in message["tool_calls"])
+    assert fold.completion_tokens >= estimate_text(message["content"] or "") + calls
 
 
 schema_keys = st.sampled_from(

@@ -123,9 +123,9 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def cool_down(self, slot: Slot, scope_kind: str, wait: float) -> None:
         scope: ledger.Scope = (
-            (slot.provider, slot.key, slot.model.id)
+            (slot.provider, slot.key_id, slot.model.id)
             if scope_kind == "slot"
-            else (slot.provider, slot.key, None)
+            else (slot.provider, slot.key_id, None)
         )
         until = self.now + wait
         self.ledger = ledger.cool_down(self.ledger, scope, until=until, reason="429")
@@ -169,8 +169,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _check_admission_allowed(self, slot: Slot, tokens: int) -> None:
         for scope in (
-            (slot.provider, slot.key, slot.model.id),
-            (slot.provider, slot.key, None),
+            (slot.provider, slot.key_id, slot.model.id),
+            (slot.provider, slot.key_id, None),
         ):
             assert self.cooldowns.get(scope, float("-inf")) <= self.now, "admitted while cooling"
         for (usage_key, dimension, _), (until, remaining) in self.ceilings.items():
@@ -186,7 +186,10 @@ class LedgerMachine(RuleBasedStateMachine):
             later = ledger.reserve(self.ledger, slot, tokens, now=refusal.retry_at)
             assert not isinstance(later, Refusal), f"still refused at retry_at: {later}"
         if refusal.reason.startswith("cooldown"):
-            scopes = [(slot.provider, slot.key, slot.model.id), (slot.provider, slot.key, None)]
+            scopes = [
+                (slot.provider, slot.key_id, slot.model.id),
+                (slot.provider, slot.key_id, None),
+            ]
             assert any(self.cooldowns.get(scope, 0.0) > self.now for scope in scopes)
             return
         if refusal.reason.startswith("provider limit"):

@@ -16,6 +16,7 @@ from freellm.core.health import Event, State
 from freellm.core.ledger import Ledger, Refusal, Scope, Slot, Ticket
 from freellm.core.outcome import (
     RULES,
+    Blame,
     Charge,
     CooldownRule,
     Failover,
@@ -74,38 +75,60 @@ def cooldowns(ledger: Ledger) -> dict[Scope, tuple[float, int]]:
 # without tokens.
 
 POLICY: dict[Kind, Rule] = {
-    Kind.SUCCESS: Rule(Failover.DONE, Charge.USAGE, CooldownRule.CLEAR, Event.CALL_OK),
+    Kind.SUCCESS: Rule(Failover.DONE, Charge.USAGE, CooldownRule.CLEAR, Event.CALL_OK, Blame.NONE),
     Kind.RATE_LIMITED: Rule(
-        Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.RETRY_AFTER, Event.CALL_RATE_LIMITED
+        Failover.NEXT,
+        Charge.REQUEST_ONLY,
+        CooldownRule.RETRY_AFTER,
+        Event.CALL_RATE_LIMITED,
+        Blame.CAPACITY,
     ),
     Kind.QUOTA_EXHAUSTED: Rule(
-        Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.DAILY_RESET, Event.CALL_RATE_LIMITED
+        Failover.NEXT,
+        Charge.REQUEST_ONLY,
+        CooldownRule.DAILY_RESET,
+        Event.CALL_RATE_LIMITED,
+        Blame.CAPACITY,
     ),
     Kind.INVALID_KEY: Rule(
-        Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.NONE, Event.CALL_INVALID
+        Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.NONE, Event.CALL_INVALID, Blame.UPSTREAM
     ),
     Kind.PAYMENT_REQUIRED: Rule(
-        Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.KEY_DAY, Event.CALL_ERROR
+        Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.KEY_DAY, Event.CALL_ERROR, Blame.UPSTREAM
     ),
-    Kind.UNKNOWN_MODEL: Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.MODEL_DAY, None),
+    # A provider without the model: not on this key, nor on any other of that provider.
+    Kind.UNKNOWN_MODEL: Rule(
+        Failover.NEXT_MODEL, Charge.REQUEST_ONLY, CooldownRule.MODEL_DAY, None, Blame.UPSTREAM
+    ),
+    # Too long for every model tried: the client's request is what must change.
     Kind.CONTEXT_TOO_LONG: Rule(
-        Failover.LARGER_CONTEXT, Charge.REQUEST_ONLY, CooldownRule.NONE, None
+        Failover.LARGER_CONTEXT, Charge.REQUEST_ONLY, CooldownRule.NONE, None, Blame.CLIENT
     ),
-    Kind.BAD_REQUEST: Rule(Failover.CLIENT, Charge.REQUEST_ONLY, CooldownRule.NONE, None),
+    Kind.BAD_REQUEST: Rule(
+        Failover.CLIENT, Charge.REQUEST_ONLY, CooldownRule.NONE, None, Blame.CLIENT
+    ),
     Kind.UPSTREAM_ERROR: Rule(
-        Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF, Event.CALL_ERROR
+        Failover.NEXT_PROVIDER,
+        Charge.REQUEST_ONLY,
+        CooldownRule.BACKOFF,
+        Event.CALL_ERROR,
+        Blame.UPSTREAM,
     ),
     Kind.BROKEN_RESPONSE: Rule(
-        Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF, Event.CALL_ERROR
+        Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF, Event.CALL_ERROR, Blame.UPSTREAM
     ),
     Kind.TIMEOUT: Rule(
-        Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF, Event.CALL_ERROR
+        Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF, Event.CALL_ERROR, Blame.UPSTREAM
     ),
     Kind.CONNECTION_ERROR: Rule(
-        Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF, Event.CALL_ERROR
+        Failover.NEXT_PROVIDER,
+        Charge.REQUEST_ONLY,
+        CooldownRule.BACKOFF,
+        Event.CALL_ERROR,
+        Blame.UPSTREAM,
     ),
     # A client that goes away ends the request; the key did nothing wrong.
-    Kind.CANCELLED: Rule(Failover.DONE, Charge.USAGE, CooldownRule.NONE, None),
+    Kind.CANCELLED: Rule(Failover.DONE, Charge.USAGE, CooldownRule.NONE, None, Blame.NONE),
 }
 
 
@@ -348,17 +371,6 @@ def test_a_success_after_a_backoff_clears_it_and_the_next_failure_starts_over() 
     ledger, ticket = reserved(slot, ledger=ledger, now=now)
     ledger, _ = record(ledger, health, ticket, OUTCOMES[Kind.TIMEOUT], tokens=None, now=now)
     assert cooldowns(ledger) == {(PROVIDER, KEY, MODEL): (now + 1, 1)}
-
-
-def test_record_keeps_the_ceilings_the_outcome_reported() -> None:
-    slot = make_slot()
-    ledger, ticket = reserved(slot)
-    ceiling = Ceiling("requests", "day", remaining=0, limit=1000, reset_at=NOW + 90)
-    result = Outcome(Kind.SUCCESS, 200, ceilings=(ceiling,))
-    ledger, _ = record(ledger, health_.Health(), ticket, result, tokens=None, now=NOW)
-    verdict = ledger_.check(ledger, slot, 10, NOW + 1)
-    assert isinstance(verdict, Refusal)
-    assert verdict.retry_at == NOW + 90
 
 
 # --- classify ----------------------------------------------------------------------------------
@@ -736,3 +748,29 @@ def test_a_failure_with_nothing_seen_keeps_the_whole_estimate(kind: Kind) -> Non
     ledger, ticket = reserved(slot)
     ledger, _ = record(ledger, health_.Health(), ticket, OUTCOMES[kind], tokens=None, now=NOW)
     assert ledger.usage[slot.usage_key].minute.totals(NOW) == (1, ESTIMATE)
+
+
+# --- Cohere's 429s say in words which window ran out -------------------------------------------
+
+COHERE_TRIAL = (
+    "You are using a Trial key, which is limited to 1000 API calls / month. You can continue to "
+    "use the Trial key for free or upgrade to a Production key with higher rate limits."
+)
+COHERE_MINUTE = "You are using a Trial key, which is limited to 20 API calls / minute."
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (COHERE_TRIAL, Kind.QUOTA_EXHAUSTED),
+        (COHERE_MINUTE, Kind.RATE_LIMITED),
+        ("limited to 100 calls per day", Kind.QUOTA_EXHAUSTED),
+        ("Daily limit reached", Kind.QUOTA_EXHAUSTED),
+        ("limited to 1000 API calls /month", Kind.QUOTA_EXHAUSTED),
+        ("too many requests", Kind.RATE_LIMITED),
+        ("limited to 10 calls per minute", Kind.RATE_LIMITED),
+    ],
+)
+def test_a_cohere_429_is_per_day_when_its_words_say_so(message: str, kind: Kind) -> None:
+    result = classify(429, {}, json.dumps({"message": message}).encode(), now=0.0)
+    assert (result.kind, result.message) == (kind, message)

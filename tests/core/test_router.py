@@ -1,6 +1,6 @@
 """Router properties over random states: filters, ordering, stickiness, determinism, failover."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import attrs
 import pytest
@@ -14,6 +14,7 @@ from freellm.core.outcome import Kind, Outcome
 from freellm.core.router import (
     AUTO,
     Admitted,
+    Key,
     RouteRequest,
     RouterState,
     Topology,
@@ -80,6 +81,16 @@ ALL_SLOTS = [
     for key in ("k1", "k2", "k3")
     for model in CATALOG.providers[p].models.values()
 ]
+
+
+def keys_of(ids: Mapping[str, Iterable[str]]) -> list[Key]:
+    return [
+        Key(provider, key_id, f"secret-{key_id}")
+        for provider, keys in ids.items()
+        for key_id in keys
+    ]
+
+
 MODEL_NAMES = [AUTO, "big", "small", "huge", "shared/one", "nope", "alpha/big", "beta/big",
                "gamma/small", "beta/shared/two", "alpha/huge"]  # fmt: skip
 
@@ -90,7 +101,7 @@ def states(draw: st.DrawFn) -> RouterState:
         p: draw(st.lists(st.sampled_from(["k1", "k2", "k3"]), unique=True, max_size=3))
         for p in PROVIDERS
     }
-    state = RouterState(Topology(CATALOG, keys))
+    state = RouterState(Topology(CATALOG, keys_of(keys)))
     book = state.ledger
     usage = draw(
         st.lists(
@@ -121,8 +132,8 @@ def states(draw: st.DrawFn) -> RouterState:
         )
     ):
         scope: ledger.Scope = {
-            "slot": (slot.provider, slot.key, slot.model.id),
-            "key": (slot.provider, slot.key, None),
+            "slot": (slot.provider, slot.key_id, slot.model.id),
+            "key": (slot.provider, slot.key_id, None),
             "model": (slot.provider, None, slot.model.id),
         }[scope_kind]
         book = ledger.cool_down(book, scope, until=NOW + wait, reason="test")
@@ -181,11 +192,11 @@ def test_every_candidate_passes_every_filter(state: RouterState, request: RouteR
             assert routed.tokens <= model.context  # prompt estimate + completion budget
         if model.max_output is not None and request.max_tokens is not None:
             assert request.max_tokens <= model.max_output
-        assert slot.key in state.topology.keys[slot.provider]
-        assert health.is_routable(state.health, slot.provider, slot.key)
+        assert state.topology.key(slot.provider, slot.key_id) is not None
+        assert health.is_routable(state.health, slot.provider, slot.key_id)
         for scope in (
-            (slot.provider, slot.key, model.id),
-            (slot.provider, slot.key, None),
+            (slot.provider, slot.key_id, model.id),
+            (slot.provider, slot.key_id, None),
             (slot.provider, None, model.id),
         ):
             assert ledger.cooldown_of(state.ledger, scope, NOW) is None
@@ -214,7 +225,7 @@ def _provider_model(name: str) -> str | None:
 @given(states(), requests)
 def test_equal_inputs_give_equal_plans(state: RouterState, request: RouteRequest) -> None:
     rebuilt = RouterState(
-        Topology(CATALOG, dict(state.topology.keys)),
+        Topology(CATALOG, state.topology.keys),
         ledger.from_data(ledger.to_data(state.ledger)),
         health.from_data(health.to_data(state.health)),
         sessions.from_data(sessions.to_data(state.sessions)),
@@ -252,7 +263,7 @@ def test_keys_of_a_model_go_most_headroom_first(state: RouterState, request: Rou
             room_after = ledger.check(state.ledger, after, routed.tokens, NOW)
             assert isinstance(room_here, float)
             assert isinstance(room_after, float)
-            assert (-room_here, here.key) < (-room_after, after.key)
+            assert (-room_here, here.key_id) < (-room_after, after.key_id)
 
 
 @given(states(), requests, st.integers(1, 4))
@@ -262,7 +273,7 @@ def test_never_more_than_max_attempts(
     catalog = attrs.evolve(
         CATALOG, settings=attrs.evolve(CATALOG.settings, max_attempts=max_attempts)
     )
-    limited = attrs.evolve(state, topology=Topology(catalog, dict(state.topology.keys)))
+    limited = attrs.evolve(state, topology=Topology(catalog, state.topology.keys))
     assert candidates(limited, request) == candidates(state, request)[:max_attempts]
 
 
@@ -277,7 +288,10 @@ def test_no_capacity_says_when_the_first_candidate_frees_up(
     assert verdict.unknown_model == (not CATALOG.resolve(request.model) and request.model != AUTO)
     if verdict.retry_at is not None:
         assert verdict.retry_at > NOW
-        later = plan(state, request, now=verdict.retry_at)
+        # A slot at its concurrency cap frees when its calls in flight end, which no one can
+        # know: its retry_at is when to look again. So look as if they had ended by then.
+        ended = attrs.evolve(state, ledger=ledger.release_inflight(state.ledger))
+        later = plan(ended, request, now=verdict.retry_at)
         assert list(later), "nothing freed up at retry_at"
 
 
@@ -313,7 +327,7 @@ def test_context_too_long_moves_only_to_larger_contexts(
 
 
 def simple_state(keys: dict[str, Iterable[str]]) -> RouterState:
-    return RouterState(Topology(CATALOG, keys))
+    return RouterState(Topology(CATALOG, keys_of(keys)))
 
 
 def test_load_spreads_over_keys_instead_of_draining_the_first() -> None:
@@ -328,7 +342,7 @@ def test_load_spreads_over_keys_instead_of_draining_the_first() -> None:
         state = record(
             admitted.state, admitted.ticket, Outcome(Kind.SUCCESS, 200), tokens=150, now=NOW
         )
-        used.append(slot.key)
+        used.append(slot.key_id)
     assert used == ["k1", "k2", "k3", "k1", "k2", "k3"]
 
 
@@ -343,12 +357,12 @@ def test_rate_limit_moves_to_the_next_key_then_the_next_model() -> None:
         limited = Outcome(Kind.RATE_LIMITED, 429, retry_after=20.0)
         state = record(admitted.state, admitted.ticket, limited, tokens=None, now=NOW)
         routed.after(slot, limited)
-        tried.append(f"{slot.name}#{slot.key}")
+        tried.append(f"{slot.name}#{slot.key_id}")
     assert tried == ["alpha/big#k1", "alpha/big#k2", "beta/big#k1"]
     again = plan(state, request, now=NOW + 1)
     assert list(again) == []
     assert again.no_capacity().retry_at == NOW + 20.0
-    assert [s.key for s in plan(state, request, now=NOW + 20.0)] == ["k1", "k2", "k1"]
+    assert [s.key_id for s in plan(state, request, now=NOW + 20.0)] == ["k1", "k2", "k1"]
 
 
 def test_a_target_that_cannot_serve_the_request_is_passed_over_without_a_retry_time() -> None:
@@ -357,7 +371,7 @@ def test_a_target_that_cannot_serve_the_request_is_passed_over_without_a_retry_t
     routed = plan(state, request, now=NOW)
     first = next(routed)
     routed.cannot_serve(first, "`logit_bias` cannot be translated")
-    assert [f"{slot.name}#{slot.key}" for slot in routed] == ["beta/big#k1"]
+    assert [f"{slot.name}#{slot.key_id}" for slot in routed] == ["beta/big#k1"]
     verdict = routed.no_capacity()
     assert verdict.retry_at is None
     assert verdict.refusals == (("alpha/big", "`logit_bias` cannot be translated"),)
@@ -373,11 +387,11 @@ def test_an_invalid_key_is_skipped_until_a_probe_succeeds() -> None:
     state = record(
         admitted.state, admitted.ticket, Outcome(Kind.INVALID_KEY, 401), tokens=None, now=NOW
     )
-    assert [s.key for s in plan(state, request, now=NOW + 1)] == ["k2"]
+    assert [s.key_id for s in plan(state, request, now=NOW + 1)] == ["k2"]
     state = attrs.evolve(
         state, health=health.apply(state.health, "alpha", "k1", health.Event.PROBE_OK, now=NOW)
     )
-    assert sorted(s.key for s in plan(state, request, now=NOW + 1)) == ["k1", "k2"]
+    assert sorted(s.key_id for s in plan(state, request, now=NOW + 1)) == ["k1", "k2"]
 
 
 def test_sessions_bind_from_the_first_turn() -> None:
@@ -440,8 +454,8 @@ def test_reservation_counts_prompt_plus_completion_budget(
 
 
 def test_keys_and_slots_come_from_one_place() -> None:
-    topology = Topology(CATALOG, {"gamma": ["b", "a"]})
-    assert [s.key for s in topology.slots["gamma", "small"]] == ["a", "b"]
+    topology = Topology(CATALOG, keys_of({"gamma": ["b", "a"]}))
+    assert [s.key_id for s in topology.slots["gamma", "small"]] == ["a", "b"]
     assert topology.slots["alpha", "big"] == ()
     assert all(s.daily_reset == "America/Los_Angeles" for s in topology.slots["beta", "big"])
 
@@ -459,3 +473,25 @@ def test_admitting_through_the_plan_equals_a_checked_admission(
         state = through_plan.state  # a new state: the next admission is checked again
         again = routed.admit(state, slot, now=NOW)
         assert again == admit(state, slot, routed.tokens, now=NOW)
+
+
+def test_a_candidate_whose_key_was_removed_meanwhile_is_refused_not_an_error() -> None:
+    state = simple_state({"alpha": ["k1", "k2"]})
+    request = RouteRequest(model="alpha/big", prompt_tokens=10, max_tokens=10)
+    candidates = plan(state, request, now=NOW)
+    first = next(candidates)
+    # The key leaves (removed or disabled) while the plan is still being tried.
+    left = attrs.evolve(
+        state,
+        topology=Topology(CATALOG, [k for k in state.topology.keys if k.id != first.key_id]),
+    )
+    assert admit(left, first, 20, now=NOW) == Refusal("key removed", None)
+    assert candidates.admit(left, first, now=NOW + 1) == Refusal("key removed", None)
+    other = next(candidates)
+    assert isinstance(candidates.admit(left, other, now=NOW + 1), Admitted)
+
+
+def test_a_key_secret_never_shows_in_a_repr() -> None:
+    state = simple_state({"alpha": ["k1"]})
+    assert "secret-k1" not in repr(state)
+    assert state.topology.key("alpha", "k1") == Key("alpha", "k1", "secret-k1")

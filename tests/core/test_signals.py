@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from freellm.core.signals import (
     Ceiling,
     QuotaSignal,
-    parse_cohere_error,
     parse_duration,
     parse_gemini_error,
     parse_ratelimit_headers,
@@ -603,73 +602,6 @@ def test_parse_gemini_error_never_raises_on_json_of_any_shape(value: object) -> 
     result = parse_gemini_error(json.dumps(value))
     assert result is None or isinstance(result, QuotaSignal)
     assert result is None or result.retry_after is None or result.retry_after >= 0
-
-
-# --- parse_cohere_error -----------------------------------------------------------------------
-
-COHERE_TRIAL = (
-    "You are using a Trial key, which is limited to 1000 API calls / month. You can continue to "
-    "use the Trial key for free or upgrade to a Production key with higher rate limits."
-)
-COHERE_MINUTE = "You are using a Trial key, which is limited to 20 API calls / minute."
-
-
-def test_cohere_trial_monthly_limit_is_per_day() -> None:
-    assert parse_cohere_error(429, json.dumps({"message": COHERE_TRIAL})) == QuotaSignal(
-        per_day=True, retry_after=None, quota_id=None, message=COHERE_TRIAL
-    )
-
-
-def test_cohere_per_minute_limit_is_not_per_day() -> None:
-    assert parse_cohere_error(429, json.dumps({"message": COHERE_MINUTE}).encode()) == (
-        QuotaSignal(per_day=False, retry_after=None, quota_id=None, message=COHERE_MINUTE)
-    )
-
-
-@pytest.mark.parametrize(
-    ("message", "per_day"),
-    [
-        ("limited to 100 calls per day", True),
-        ("Daily limit reached", True),
-        ("limited to 1000 API calls /month", True),
-        ("too many requests", False),
-        ("limited to 10 calls per minute", False),
-    ],
-)
-def test_cohere_per_day_wording(message: str, per_day: bool) -> None:
-    signal = parse_cohere_error(429, json.dumps({"message": message}))
-    assert signal is not None
-    assert signal.per_day is per_day
-
-
-def test_cohere_429_without_a_message_is_per_minute_with_an_empty_message() -> None:
-    assert parse_cohere_error(429, '{"detail": 1}') == QuotaSignal(
-        per_day=False, retry_after=None, quota_id=None, message=""
-    )
-
-
-@pytest.mark.parametrize(
-    ("status", "body"),
-    [
-        (400, json.dumps({"message": COHERE_TRIAL})),
-        (200, "{}"),
-        (429, "rate limited"),
-        (429, b"\xff"),
-        (429, "[]"),
-        (429, '"message"'),
-    ],
-)
-def test_cohere_returns_none_for_other_statuses_and_bodies(status: int, body: bytes | str) -> None:
-    assert parse_cohere_error(status, body) is None
-
-
-@given(
-    status=st.just(429) | st.integers(),
-    body=st.text() | st.binary() | JSON.map(json.dumps),
-)
-def test_parse_cohere_error_never_raises(status: int, body: bytes | str) -> None:
-    result = parse_cohere_error(status, body)
-    assert result is None or (status == 429 and isinstance(result, QuotaSignal))
 
 
 # --- parse_zhipu_code -------------------------------------------------------------------------

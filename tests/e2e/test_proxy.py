@@ -231,10 +231,8 @@ async def test_an_invalid_key_is_skipped_and_marked(proxy_factory: Callable[...,
             for _ in range(3):
                 answer = await client.chat.completions.create(model="auto", messages=USER)
                 assert answer.choices[0].message.content
-            state = proxy.runtime.dispatcher.state
-            states = {
-                key: state.health.of("groq", key).state for key in state.topology.keys["groq"]
-            }
+            state = proxy.runtime.holder.state
+            states = {key.id: state.health.of("groq", key.id).state for key in state.topology.keys}
             assert sorted(s.value for s in states.values()) == ["healthy", "invalid"]
             # The invalid key was tried once, then left alone.
             assert sum(1 for r in groq.requests if r.key_id is None) == 1
@@ -279,7 +277,7 @@ async def test_a_client_disconnect_cancels_the_upstream_call(
                     json={"model": "auto", "messages": USER},
                 )
         await _until(lambda: groq.cancelled >= 1)
-        usage = proxy.runtime.dispatcher.state.ledger.usage[("groq", _only_key(proxy), GROQ_MODEL)]
+        usage = proxy.runtime.holder.state.ledger.usage[("groq", _only_key(proxy), GROQ_MODEL)]
         assert usage.inflight == 0  # settled the moment it was cancelled
 
 
@@ -298,11 +296,11 @@ async def test_a_restart_keeps_usage_and_cooldowns(
                 await client.chat.completions.create(model="auto", messages=USER)
             await client.close()
             key = _only_key(proxy)
-            before = proxy.runtime.dispatcher.state.ledger
+            before = proxy.runtime.holder.state.ledger
         async with proxy_factory(
             config, {"groq": ["gsk-1"]}, clock=shared_clock.now, add_keys=False
         ) as again:
-            after = again.runtime.dispatcher.state.ledger
+            after = again.runtime.holder.state.ledger
             now = shared_clock.now()
             assert after.usage[("groq", key, GROQ_MODEL)].minute.totals(now) == (
                 before.usage[("groq", key, GROQ_MODEL)].minute.totals(now)
@@ -363,8 +361,9 @@ async def _until(condition: Callable[[], bool], *, within: float = 5.0) -> None:
 
 
 def _only_key(proxy: Proxy) -> str:
-    (key,) = proxy.runtime.dispatcher.state.topology.keys["groq"]
-    return key
+    (key,) = proxy.runtime.holder.state.topology.keys
+    assert key.provider == "groq"
+    return key.id
 
 
 async def test_llm_comply_openai_chat_suite_passes(groq_proxy: Callable[..., Any]) -> None:
@@ -396,7 +395,9 @@ async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
             assert "gsk-secret-1" not in listed.text
             chain = await http.get("/api/chain", headers={"x-api-key": proxy.key})
             assert chain.json()["data"] == [f"groq/{GROQ_MODEL}"]
-            assert (await http.get("/readyz")).json() == {"status": "ready"}
+            ready = (await http.get("/readyz")).json()
+            assert ready["status"] == "ready"
+            assert all(job["ok"] for job in ready["background"].values())
             metrics = await http.get("/metrics")
             assert "freellm_requests_total" in metrics.text
 
@@ -450,11 +451,11 @@ async def test_a_key_sealed_with_another_encryption_key_stays_out_and_the_server
         record = await runtime.store.add_key(
             "groq", "", lambda key_id: foreign.seal(key_id, "groq", "gsk-elsewhere")
         )
-        await runtime.reload_keys()
-        await runtime.reload_keys()  # not tried again
-        assert record.id in runtime.unopenable
-        assert record.id not in runtime.dispatcher.state.topology.keys["groq"]
-        assert record.id not in runtime.dispatcher.secrets
+        await runtime.settings.load()
+        await runtime.settings.load()  # not tried again (the warning is logged once)
+        topology = runtime.holder.state.topology
+        assert topology.key("groq", record.id) is None
+        assert len(topology.keys) == 1
         client = async_client(proxy)
         answer = await client.chat.completions.create(model="auto", messages=USER)
         assert answer.choices[0].message.content
@@ -470,9 +471,9 @@ async def test_a_removed_key_leaves_routing_and_its_health_goes(
         await client.close()
         runtime = proxy.runtime
         key = _only_key(proxy)
-        assert runtime.dispatcher.state.health.of("groq", key).state is health.State.HEALTHY
+        assert runtime.holder.state.health.of("groq", key).state is health.State.HEALTHY
         assert await runtime.store.remove_key(key)
-        await runtime.reload_keys()
-        state = runtime.dispatcher.state
-        assert dict(state.topology.keys) == {}
+        await runtime.settings.load()
+        state = runtime.holder.state
+        assert state.topology.keys == ()
         assert ("groq", key) not in state.health.keys

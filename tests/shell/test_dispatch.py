@@ -6,27 +6,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 import pytest
 import trio
 from scripted import (
+    TIMEOUTS,
     Handler,
-    Harness,
     Scenario,
     body,
     collect_stream,
+    harnesses,
     headers,
-    open_harness,
     provider_of,
-    shape_of,
     streamed,
 )
 
 from freellm.core import ledger
 from freellm.core.catalog import Catalog, apply_config
+from freellm.core.outcome import Kind
 
 CONFIG = {
     "providers": {
@@ -54,12 +53,8 @@ key_of = SCENARIO.key_of
 
 @pytest.fixture
 async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
-    """Dispatchers over the two scripted providers of :data:`SCENARIO`."""
-    async with AsyncExitStack() as stack:
-
-        async def make(handler: Handler) -> Harness:
-            return await stack.enter_async_context(open_harness(SCENARIO, handler))
-
+    """Dispatchers over the scripted providers of :data:`SCENARIO`."""
+    async with harnesses(SCENARIO) as make:
         yield make
 
 
@@ -93,7 +88,7 @@ async def test_a_success_says_where_it_went_and_settles_the_reported_usage(
     harness_for: Any,
 ) -> None:
     h = await harness_for(lambda request: httpx.Response(200, json=completion("alpha")))
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 200
     assert json.loads(reply.body)["choices"][0]["message"]["content"] == "hi"
     got = headers(reply.headers)
@@ -120,7 +115,7 @@ async def test_a_429_moves_to_the_next_key_and_cools_the_first_down(
 
     h = await harness_for(handler)
     sent_at = h.dispatcher.clock()
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 200
     assert h.seen == ["alpha#a1", "alpha#a2"]
     assert headers(reply.headers)["x-fallback-attempts"] == "1"
@@ -129,7 +124,7 @@ async def test_a_429_moves_to_the_next_key_and_cools_the_first_down(
     assert cooldown.until == sent_at + 17  # the autojump clock stood still during the call
     # The next request goes straight to the key that works.
     h.seen.clear()
-    await h.dispatcher.complete(shape_of(body()), body())
+    await h.complete(body())
     assert h.seen == ["alpha#a2"]
 
 
@@ -141,7 +136,7 @@ async def test_everything_capped_gives_429_with_retry_after(
             429, headers={"retry-after": "30"}, json={"error": {"message": "x"}}
         )
     )
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 429
     assert h.seen == ["alpha#a1", "alpha#a2", "beta#b1"]
     assert headers(reply.headers)["retry-after"] == "30"
@@ -155,7 +150,7 @@ async def test_a_5xx_skips_the_rest_of_that_provider(harness_for: Any, autojump_
         return httpx.Response(200, json=completion("beta"))
 
     h = await harness_for(handler)
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 200
     assert h.seen == ["alpha#a1", "beta#b1"]
     assert headers(reply.headers)["x-routed-via"] == "beta/m"
@@ -165,7 +160,7 @@ async def test_every_attempt_failing_upstream_gives_502(
     harness_for: Any, autojump_clock: Any
 ) -> None:
     h = await harness_for(lambda r: httpx.Response(500, text="boom"))
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 502
     assert h.seen == ["alpha#a1", "beta#b1"]
 
@@ -176,7 +171,7 @@ async def test_a_plain_400_goes_back_to_the_client_without_failover(
     h = await harness_for(
         lambda r: httpx.Response(400, json={"error": {"message": "temperature is odd"}})
     )
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 400
     assert h.seen == ["alpha#a1"]
     assert json.loads(reply.body)["error"]["message"] == "temperature is odd"
@@ -187,7 +182,7 @@ async def test_an_unknown_model_is_404_and_calls_nobody(
 ) -> None:
     h = await harness_for(lambda r: httpx.Response(200, json=completion("alpha")))
     request = body(model="nope")
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 404
     assert json.loads(reply.body)["error"]["param"] == "model"
     assert h.seen == []
@@ -201,11 +196,12 @@ async def test_a_timeout_moves_to_another_provider(harness_for: Any, autojump_cl
 
     h = await harness_for(handler)
     started = trio.current_time()
-    reply = await h.dispatcher.complete(shape_of(body()), body())
+    reply = await h.complete(body())
     assert reply.status == 200
     assert h.seen == ["alpha#a1", "beta#b1"]
-    assert trio.current_time() - started == 20  # the total deadline, in virtual time
-    assert h.logs[-1].attempts[0].outcome == "timeout"
+    # No byte of an answer for `idle` seconds is a timeout, in virtual time.
+    assert trio.current_time() - started == TIMEOUTS.idle
+    assert h.logs[-1].attempts[0].outcome is Kind.TIMEOUT
 
 
 async def test_a_client_that_goes_away_cancels_the_call_and_settles_it(
@@ -222,11 +218,13 @@ async def test_a_client_that_goes_away_cancels_the_call_and_settles_it(
 
     h = await harness_for(handler)
     with trio.move_on_after(1):
-        await h.dispatcher.complete(shape_of(body()), body())
-    assert cancelled.is_set()
+        await h.complete(body())
+    # Settled at once, with no I/O; the provider sees its connection close and stops.
     usage = h.state.ledger.usage[("alpha", "a1", "m")]
     assert usage.inflight == 0
-    assert h.logs[-1].attempts[0].outcome == "cancelled"
+    with trio.fail_after(1):
+        await cancelled.wait()
+    assert h.logs[-1].attempts[0].outcome is Kind.CANCELLED
 
 
 async def test_a_stream_fails_over_before_its_first_byte(
@@ -270,7 +268,7 @@ async def test_a_stream_cut_mid_way_ends_with_an_error_event_and_done(
     assert b"partial answer" in data
     assert b"event: error\n" in data
     assert data.endswith(b"data: [DONE]\n\n")
-    assert h.logs[-1].attempts[-1].outcome == "broken_response"
+    assert h.logs[-1].attempts[-1].outcome is Kind.BROKEN_RESPONSE
     # Settled with what was streamed: the prompt estimate plus the streamed text.
     usage = h.state.ledger.usage[("alpha", "a1", "m")]
     assert usage.inflight == 0
@@ -301,6 +299,6 @@ async def test_a_lone_surrogate_in_a_request_goes_upstream_escaped(
 
     h = await harness_for(handler)
     request = body(messages=[{"role": "user", "content": half_emoji}])
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 200
     assert json.loads(reply.body)["choices"][0]["message"]["content"] == half_emoji

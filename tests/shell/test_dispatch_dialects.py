@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,19 +14,18 @@ import httpx
 import pytest
 from scripted import (
     Handler,
-    Harness,
     Scenario,
     body,
     collect_stream,
+    harnesses,
     headers,
-    open_harness,
     provider_of,
-    shape_of,
     streamed,
 )
 
 from freellm.core import ledger
 from freellm.core.catalog import Catalog, apply_config
+from freellm.core.outcome import Kind
 from freellm.core.sse import Decoder
 
 MODEL = "gemini-2.5-flash"
@@ -62,11 +60,8 @@ SCENARIO = Scenario(
 
 @pytest.fixture
 async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
-    async with AsyncExitStack() as stack:
-
-        async def make(handler: Handler) -> Harness:
-            return await stack.enter_async_context(open_harness(SCENARIO, handler))
-
+    """Dispatchers over the scripted providers of :data:`SCENARIO`."""
+    async with harnesses(SCENARIO) as make:
         yield make
 
 
@@ -126,7 +121,7 @@ async def test_a_gemini_answer_comes_back_as_an_openai_completion(
             {"role": "user", "content": "hello"},
         ]
     )
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 200
     answer = json.loads(reply.body)
     assert answer["object"] == "chat.completion"
@@ -166,7 +161,7 @@ async def test_a_gemini_stream_is_relayed_as_openai_chunks_and_done(
     assert chunks[-1]["usage"]["total_tokens"] == 10
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
     assert finishes[-1] == "tool_calls"
-    assert h.logs[-1].attempts[-1].outcome == "success"
+    assert h.logs[-1].attempts[-1].outcome is Kind.SUCCESS
 
 
 async def test_a_field_gemini_cannot_express_skips_to_a_provider_that_can(
@@ -186,7 +181,7 @@ async def test_a_field_gemini_cannot_express_skips_to_a_provider_that_can(
 
     h = await harness_for(handler)
     request = body(presence_penalty=0.5)  # Gemini 2.5 refuses penalties; Cohere takes them
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 200
     assert h.seen == ["co#c1"]
     assert json.loads(reply.body)["choices"][0]["message"]["content"] == "ok"
@@ -199,7 +194,7 @@ async def test_a_field_no_provider_can_express_is_a_400_naming_it(
 ) -> None:
     h = await harness_for(lambda request: pytest.fail("nothing should be sent"))
     request = body(model=f"gem/{MODEL}", logit_bias={"50256": -100})
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 400
     error = json.loads(reply.body)["error"]
     assert error["param"] == "logit_bias"
@@ -222,7 +217,7 @@ async def test_gemini_per_minute_and_per_day_429s_cool_the_key_down_as_they_say(
     h = await harness_for(handler)
     sent_at = h.dispatcher.clock()
     request = body(model=f"gem/{MODEL}")
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 429
     assert h.seen == ["gem#g1", "gem#g2"]
     assert headers(reply.headers)["retry-after"] == "7"  # the minute frees first
@@ -259,7 +254,7 @@ async def test_a_gemini_key_refused_with_a_400_is_marked_invalid_and_skipped(
 
     h = await harness_for(handler)
     request = body(model=f"gem/{MODEL}")
-    reply = await h.dispatcher.complete(shape_of(request), request)
+    reply = await h.complete(request)
     assert reply.status == 200
     assert h.seen == ["gem#g1", "gem#g2"]
     assert ("gem", "g1") in h.state.health.invalid
@@ -348,4 +343,4 @@ async def test_a_cohere_error_mid_stream_ends_with_an_error_event_and_done(
     assert b'"Hi"' in data
     assert b"event: error\n" in data
     assert data.endswith(b"data: [DONE]\n\n")
-    assert h.logs[-1].attempts[-1].outcome == "broken_response"
+    assert h.logs[-1].attempts[-1].outcome is Kind.BROKEN_RESPONSE

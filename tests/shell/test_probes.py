@@ -5,11 +5,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import httpx
+import pytest
 import trio
+from scripted import BASE, scripted_connect
 
-from freellm.core import health
+from freellm.core import health, router
 from freellm.core.catalog import Catalog, apply_config
-from freellm.shell.probes import PROBE_INTERVAL_S, is_due, probe_key, probe_url, run_probes
+from freellm.core.router import Key, RouterState, Topology
+from freellm.shell import probes
+from freellm.shell.probes import PROBE_INTERVAL_S, is_due, probe_due, probe_key, probe_url
+from freellm.shell.state import StateHolder
 from freellm.shell.upstream import open_upstreams
 from freellm.sim.fakes import FakeCaps, FaultKind, open_fake_provider
 
@@ -78,26 +84,117 @@ def test_a_key_is_due_when_never_checked_or_checked_long_enough_ago() -> None:
     assert not is_due(1100.0, now)
 
 
-async def test_the_loop_probes_due_keys_one_at_a_time_on_a_jittered_tick(
-    autojump_clock: Any,
+def holder_with(catalog: Catalog, *keys: Key) -> StateHolder:
+    return StateHolder(RouterState(Topology(catalog, keys)))
+
+
+async def test_a_round_checks_the_keys_that_are_due_and_notes_what_it_found() -> None:
+    async with open_fake_provider("groq", keys=["good"], models={"m": FakeCaps()}) as fake:
+        catalog = catalog_for(fake.base_url)
+        holder = holder_with(catalog, Key("groq", "k1", "good"), Key("groq", "k2", "bad"))
+        holder.apply(
+            partial(
+                router.note_health,
+                provider="groq",
+                key="k2",
+                event=health.Event.PROBE_OK,
+                now=BASE - 10,
+            )
+        )
+        async with open_upstreams() as upstreams:
+            await probe_due(holder, upstreams, clock=lambda: BASE)
+        k1 = holder.state.health.of("groq", "k1")
+        assert (k1.state, k1.checked_at) == (health.State.HEALTHY, BASE)
+        # k2 was checked 10 s ago: not due, not asked.
+        assert holder.state.health.of("groq", "k2").checked_at == BASE - 10
+        assert [r.path for r in fake.requests] == ["/models"]
+
+
+async def test_a_check_that_raises_marks_only_its_key_and_the_round_goes_on(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reports: list[tuple[str, health.Event, float]] = []
+    async def flaky(upstreams: Any, provider: Any, secret: str) -> Any:
+        if secret == "boom":
+            raise KeyError("a bug in a check")
+        return health.Event.PROBE_OK, None
+
+    monkeypatch.setattr(probes, "probe_key", flaky)
     catalog = catalog_for("http://127.0.0.1:9/unused")
-    provider = catalog.providers["groq"]
+    holder = holder_with(catalog, Key("groq", "k1", "boom"), Key("groq", "k2", "fine"))
+    async with open_upstreams() as upstreams:
+        await probe_due(holder, upstreams, clock=lambda: BASE)
+    broken = holder.state.health.of("groq", "k1")
+    assert (broken.state, broken.last_error) == (
+        health.State.ERROR,
+        "freellm could not check the key (logged)",
+    )
+    assert holder.state.health.of("groq", "k2").state is health.State.HEALTHY
 
-    def due(now: float) -> list[tuple[Any, str, str]]:
-        return [(provider, "k1", "secret")] if not reports else []
 
-    def report(p: str, key: str, event: health.Event, note: str | None) -> None:
-        reports.append((key, event, trio.current_time()))
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"success": true, "result": null}',
+        b'{"success": true, "result": []}',
+        b'{"success": true}',
+        b"[1, 2]",
+        b"not json at all",
+        b'{"success": "yes", "result": {"status": "active"}}',
+    ],
+)
+async def test_a_malformed_cloudflare_verify_answer_is_a_key_not_active_not_a_crash(
+    answer: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cloudflare's check has its own URL; served here by a scripted server over a socket pair.
+    monkeypatch.setattr(probes, "CLOUDFLARE_VERIFY_URL", "http://api.cloudflare.test/verify")
+    catalog = apply_config(
+        Catalog(),
+        {
+            "providers": {
+                "cloudflare": {
+                    "dialect": "openai",
+                    "auth": "cloudflare",
+                    "base_url": probes.DEFAULT_BASES["cloudflare"],
+                }
+            }
+        },
+    )
+    served: list[str] = []
 
-    async with open_upstreams() as upstreams, trio.open_nursery() as nursery:
-        probes = partial(run_probes, due, report, upstreams, clock=trio.current_time, seed=1)
-        await nursery.start(probes)
-        await trio.sleep(100)
+    def handler(request: httpx.Request) -> httpx.Response:
+        served.append(request.url.path)
+        return httpx.Response(200, content=answer)
+
+    async with trio.open_nursery() as nursery:
+        connect = scripted_connect(handler, nursery, [])
+        async with open_upstreams(connect=connect) as upstreams:
+            event, note = await probe_key(upstreams, catalog.providers["cloudflare"], "acct:tok")
         nursery.cancel_scope.cancel()
-    assert len(reports) == 1  # probed once, then not due again
-    assert reports[0][:2] == ("k1", health.Event.PROBE_ERROR)  # nothing listens on port 9
+    assert served == ["/verify"]
+    assert (event, note) == (health.Event.PROBE_INVALID, "the Cloudflare token is not active")
+
+
+async def test_an_active_cloudflare_token_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probes, "CLOUDFLARE_VERIFY_URL", "http://api.cloudflare.test/verify")
+    catalog = apply_config(
+        Catalog(),
+        {
+            "providers": {
+                "cloudflare": {
+                    "dialect": "openai",
+                    "auth": "cloudflare",
+                    "base_url": probes.DEFAULT_BASES["cloudflare"],
+                }
+            }
+        },
+    )
+    active = {"success": True, "result": {"status": "active"}}
+    async with trio.open_nursery() as nursery:
+        connect = scripted_connect(lambda r: httpx.Response(200, json=active), nursery, [])
+        async with open_upstreams(connect=connect) as upstreams:
+            verdict = await probe_key(upstreams, catalog.providers["cloudflare"], "acct:tok")
+        nursery.cancel_scope.cancel()
+    assert verdict == (health.Event.PROBE_OK, None)
 
 
 async def test_gemini_and_cohere_keys_are_checked_at_their_own_endpoints() -> None:

@@ -99,7 +99,7 @@ def log(store: Any, numbers: range) -> None:
 async def test_a_new_database_gets_every_table_at_the_latest_version(db: Path) -> None:
     async with open_store(db):
         pass
-    assert user_version(db) == len(MIGRATIONS) == 1
+    assert user_version(db) == len(MIGRATIONS) == 2
     tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES
     indexes = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='index'")}
@@ -121,17 +121,18 @@ async def test_reopening_migrates_nothing_and_keeps_the_data(db: Path) -> None:
         assert migrate(connection, MIGRATIONS) == len(MIGRATIONS)
 
 
-V2 = ("ALTER TABLE keys ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated'",)
+NEXT = ("ALTER TABLE keys ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated'",)
 
 
-async def test_a_v1_database_migrates_forward_with_its_data(db: Path) -> None:
+async def test_a_database_migrates_forward_with_its_data(db: Path) -> None:
     async with open_store(db) as store:
         key = await store.add_key("groq", "main", b"sealed")
         store.log_request(request(1), attempts_of(1))
+    latest = len(MIGRATIONS) + 1
     with closing(sqlite3.connect(db, isolation_level=None)) as connection:
-        assert migrate(connection, (*MIGRATIONS, V2)) == 2
-        assert migrate(connection, (*MIGRATIONS, V2)) == 2  # idempotent
-    assert user_version(db) == 2
+        assert migrate(connection, (*MIGRATIONS, NEXT)) == latest
+        assert migrate(connection, (*MIGRATIONS, NEXT)) == latest  # idempotent
+    assert user_version(db) == latest
     assert query(db, "SELECT id, note FROM keys") == [(key.id, "migrated")]
     assert count(db, "requests") == 1
     assert count(db, "attempts") == 2
@@ -145,7 +146,7 @@ async def test_a_failed_migration_leaves_the_database_as_it_was(db: Path) -> Non
         with pytest.raises(sqlite3.OperationalError, match="already exists"):
             migrate(connection, (*MIGRATIONS, broken))
         assert not connection.in_transaction
-    assert user_version(db) == 1
+    assert user_version(db) == len(MIGRATIONS)
     assert not query(db, "SELECT name FROM sqlite_master WHERE name = 'half_done'")
 
 
@@ -158,9 +159,26 @@ async def test_a_database_from_a_newer_freellm_is_refused(db: Path) -> None:
         async with open_store(db):
             pytest.fail("opened a database of a newer schema")
     assert str(caught.value) == (
-        f"{db}: the database has schema version 7, newer than this freellm knows (1):"
+        f"{db}: the database has schema version 7, newer than this freellm knows"
+        f" ({len(MIGRATIONS)}):"
         " it was written by a later release"
     )
+
+
+async def test_a_version_1_database_gets_health_since_and_keeps_its_keys(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        migrate(connection, MIGRATIONS[:1])
+        connection.execute(
+            "INSERT INTO keys (id, provider, label, secret, enabled, created_at, health,"
+            " last_check, last_error) VALUES ('k_1', 'groq', '', x'01', 1, 5.0, 'invalid', 9.0,"
+            " '401')"
+        )
+    async with open_store(db) as store:
+        (key,) = await store.list_keys()
+    assert (key.id, key.health, key.last_check, key.last_error) == ("k_1", "invalid", 9.0, "401")
+    assert key.health_since is None
+    assert user_version(db) == len(MIGRATIONS)
 
 
 def write_text_file(path: Path) -> None:

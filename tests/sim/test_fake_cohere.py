@@ -23,7 +23,7 @@ import pytest
 import trio.testing
 from cohere.v2 import V2ChatResponse, V2ChatStreamResponse
 
-from freellm.core.signals import parse_cohere_error
+from freellm.core.outcome import Kind, classify
 from freellm.sim.fakes import FakeCaps, FakeProvider, FaultKind, key_id, open_fake_provider
 from freellm.sim.fakes.cohere import PREAMBLE_TOKENS
 
@@ -424,9 +424,9 @@ async def test_trial_key_429s_are_classified(
     assert refused.status_code == 429
     assert refused.json() == {"message": TRIAL.format(1, span)}
     assert not [name for name in refused.headers if "ratelimit" in name or name == "retry-after"]
-    signal = parse_cohere_error(429, refused.content)
-    assert signal is not None
-    assert (signal.per_day, signal.retry_after) == (per_day, None)
+    result = classify(429, dict(refused.headers), refused.content, now=0.0)
+    assert result.kind is (Kind.QUOTA_EXHAUSTED if per_day else Kind.RATE_LIMITED)
+    assert result.retry_after is None
     assert (c.fake.served, c.fake.rate_limited) == (1, 1)
 
 

@@ -39,7 +39,9 @@ __all__ = [
     "ModelSpec",
     "ProviderSpec",
     "RouterSettings",
+    "StoreSettings",
     "Target",
+    "Timeouts",
     "apply_config",
     "load_config_text",
 ]
@@ -124,6 +126,10 @@ def _read_only_strings(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
+def _read_only_providers(mapping: Mapping[str, ProviderSpec]) -> Mapping[str, ProviderSpec]:
+    return MappingProxyType(dict(mapping))
+
+
 def _read_only_models(mapping: Mapping[str, ModelSpec]) -> Mapping[str, ModelSpec]:
     return MappingProxyType(dict(mapping))
 
@@ -166,18 +172,57 @@ class RouterSettings:
 
 
 @attrs.frozen
-class Catalog:
-    """Providers in their catalog order, the router settings, and indexes built once.
+class StoreSettings:
+    """``[store]``: how long the request log keeps a request."""
 
-    Build one with :func:`apply_config`; the indexes (``chain_targets``, ``by_model``) are derived
-    from ``providers`` and ``settings`` there, so they never disagree with them.
+    keep_days: int = 30
+
+
+@attrs.frozen
+class Timeouts:
+    """``[timeouts]``: the deadlines of one upstream call, in seconds."""
+
+    connect: float = 10.0
+    first_byte: float = 60.0  # from sending a stream's request to its first chunk for the client
+    idle: float = 60.0  # between two reads of an answer
+    total: float = 900.0  # the whole call, a stream to its end included
+    drain: float = 1.0  # after a stream's [DONE], for its body to end (else its connection goes)
+
+
+@attrs.frozen
+class Catalog:
+    """Providers in their catalog order, the router settings, and indexes derived from them.
+
+    The indexes (``chain_targets``, ``by_model``) are built here, from ``providers`` and
+    ``settings``, whenever a catalog is made (:func:`apply_config` or ``attrs.evolve``), so they
+    never disagree with them. Raises :class:`ConfigError` for a chain entry that names no known
+    provider/model, or names one twice.
     """
 
-    providers: Mapping[str, ProviderSpec] = MappingProxyType({})
+    providers: Mapping[str, ProviderSpec] = attrs.field(
+        default=MappingProxyType({}), converter=_read_only_providers
+    )
     settings: RouterSettings = RouterSettings()
     updated: str | None = None
-    chain_targets: tuple[Target, ...] = ()
-    by_model: Mapping[str, tuple[Target, ...]] = MappingProxyType({})
+    store: StoreSettings = StoreSettings()
+    timeouts: Timeouts = Timeouts()
+    chain_targets: tuple[Target, ...] = attrs.field(init=False, eq=False)
+    by_model: Mapping[str, tuple[Target, ...]] = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        chain_targets = _chain_targets(self.providers, self.settings.chain)
+        by_model: dict[str, list[Target]] = {}
+        for target in chain_targets:
+            by_model.setdefault(target.model.id, []).append(target)
+        for spec in self.providers.values():
+            for model_spec in spec.models.values():
+                target = Target(spec.id, model_spec)
+                serving = by_model.setdefault(model_spec.id, [])
+                if target not in serving:
+                    serving.append(target)
+        object.__setattr__(self, "chain_targets", chain_targets)
+        frozen = {model: tuple(targets) for model, targets in by_model.items()}
+        object.__setattr__(self, "by_model", MappingProxyType(frozen))
 
     def target(self, provider: str, model: str) -> Target | None:
         spec = self.providers.get(provider)
@@ -214,7 +259,9 @@ _MODEL_KEYS: Final = frozenset(
 _ROUTER_KEYS: Final = frozenset(
     {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
 )
-_TOP_KEYS: Final = frozenset({"providers", "router", "updated", "source"})
+_TOP_KEYS: Final = frozenset({"providers", "router", "store", "timeouts", "updated", "source"})
+_TIMEOUT_KEYS: Final = {"connect_s": "connect", "first_byte_s": "first_byte", "idle_s": "idle",
+                        "total_s": "total", "drain_s": "drain"}  # fmt: skip
 _PROVIDER_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
@@ -243,15 +290,21 @@ def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
 
     settings = _apply_router(catalog.settings, _table(config, "router"))
     updated = config.get("updated", catalog.updated)
-    return _indexed(providers, settings, None if updated is None else str(updated))
+    return Catalog(
+        providers,
+        settings,
+        None if updated is None else str(updated),
+        _apply_store(catalog.store, _table(config, "store")),
+        _apply_timeouts(catalog.timeouts, _table(config, "timeouts")),
+    )
 
 
-def _indexed(
-    providers: Mapping[str, ProviderSpec], settings: RouterSettings, updated: str | None
-) -> Catalog:
-    chain_targets = []
+def _chain_targets(
+    providers: Mapping[str, ProviderSpec], chain: tuple[str, ...]
+) -> tuple[Target, ...]:
+    targets = []
     seen: set[str] = set()
-    for index, entry in enumerate(settings.chain):
+    for index, entry in enumerate(chain):
         provider, sep, model = entry.partition("/")
         spec = providers.get(provider)
         if not sep or spec is None or model not in spec.models:
@@ -259,25 +312,8 @@ def _indexed(
         if entry in seen:
             raise ConfigError(f"router.chain[{index}]", f"{entry!r} is listed twice")
         seen.add(entry)
-        chain_targets.append(Target(provider, spec.models[model]))
-
-    by_model: dict[str, list[Target]] = {}
-    for target in chain_targets:
-        by_model.setdefault(target.model.id, []).append(target)
-    for spec in providers.values():
-        for model_spec in spec.models.values():
-            target = Target(spec.id, model_spec)
-            serving = by_model.setdefault(model_spec.id, [])
-            if target not in serving:
-                serving.append(target)
-
-    return Catalog(
-        providers=MappingProxyType(providers),
-        settings=attrs.evolve(settings, chain=tuple(t.name for t in chain_targets)),
-        updated=updated,
-        chain_targets=tuple(chain_targets),
-        by_model=MappingProxyType({k: tuple(v) for k, v in by_model.items()}),
-    )
+        targets.append(Target(provider, spec.models[model]))
+    return tuple(targets)
 
 
 def _apply_provider(
@@ -367,6 +403,29 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf:
             raise ConfigError(f"{path}.sticky_ttl_s", f"must be a finite number >= 0, got {ttl!r}")
         changes["sticky_ttl_s"] = float(ttl)
+    return attrs.evolve(base, **changes)
+
+
+def _apply_store(base: StoreSettings, table: Mapping[str, Any]) -> StoreSettings:
+    _check_table(table, "store", frozenset({"keep_days"}))
+    if "keep_days" in table:
+        return StoreSettings(keep_days=_count(table, "store", "keep_days", minimum=1))
+    return base
+
+
+def _apply_timeouts(base: Timeouts, table: Mapping[str, Any]) -> Timeouts:
+    _check_table(table, "timeouts", frozenset(_TIMEOUT_KEYS))
+    changes: dict[str, float] = {}
+    for key, field in _TIMEOUT_KEYS.items():
+        if key in table:
+            value = table[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value < math.inf
+            ):
+                raise ConfigError(f"timeouts.{key}", f"must be a finite number > 0, got {value!r}")
+            changes[field] = float(value)
     return attrs.evolve(base, **changes)
 
 

@@ -44,6 +44,7 @@ class ChatShape:
     vision: bool = False
     json: bool = False
     user: str | None = None
+    session_id: str | None = None  # freellm's own field: names the session like X-Session-Id
 
 
 def inspect_request(body: object) -> ChatShape | BadRequest:
@@ -137,6 +138,9 @@ def inspect_request(body: object) -> ChatShape | BadRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         return BadRequest("`user` must be a string.", "user")
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        return BadRequest("`session_id` must be a string.", "session_id")
 
     return ChatShape(
         model=model,
@@ -149,6 +153,7 @@ def inspect_request(body: object) -> ChatShape | BadRequest:
         vision=vision,
         json=json_mode,
         user=user,
+        session_id=session_id or None,
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "forget",
     "from_data",
     "is_routable",
+    "replace",
     "to_data",
 ]
 
@@ -208,6 +209,16 @@ def forget(health: Health, provider: str, key: str) -> Health:
     if key_id not in health.keys:
         return health
     return Health(health.keys.delete(key_id))
+
+
+def replace(health: Health, provider: str, key: str, entry: KeyHealth | None) -> Health:
+    """``health`` with ``(provider, key)``'s entry as given (recorded elsewhere: a key check the
+    command line made); ``None`` forgets the key."""
+    if entry is None or entry == _UNKNOWN:
+        return forget(health, provider, key)
+    if health.keys.get((provider, key)) == entry:
+        return health
+    return Health(health.keys.set((provider, key), entry))
 
 
 def to_data(health: Health) -> list[dict[str, Any]]:

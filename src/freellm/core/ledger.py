@@ -51,11 +51,11 @@ __all__ = [
     "Ticket",
     "Usage",
     "backoff",
+    "book",
     "check",
     "clear_strikes",
     "cool_down",
     "cooldown_of",
-    "count",
     "explain",
     "from_data",
     "headroom",
@@ -77,6 +77,9 @@ or a model on every key ``(provider, None, model)``."""
 
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_MAX_S: Final = 60.0
+CONCURRENCY_RETRY_S: Final = 1.0
+"""When a slot at its ``concurrency`` cap is worth asking again: its calls in flight end by
+themselves, at a time nobody knows."""
 UNKNOWN_RESET_S: Final = {"minute": 60.0, "day": 86_400.0, "unknown": 60.0}
 """How long a reported limit holds when the provider gave no reset time."""
 
@@ -89,23 +92,23 @@ class Slot:
     """
 
     provider: str
-    key: str
+    key_id: str  # the stored key's id
     model: ModelSpec
     daily_reset: str = ROLLING
     usage_key: UsageKey = attrs.field(init=False)
     scope: Scope = attrs.field(init=False)  # this slot's cooldowns
     key_scope: Scope = attrs.field(init=False)  # the whole key's cooldowns
     model_scope: Scope = attrs.field(init=False)  # the provider's model, on every key
-    key_id: tuple[str, str] = attrs.field(init=False)  # the key in the health table
+    health_key: tuple[str, str] = attrs.field(init=False)  # the key in the health table
 
     def __attrs_post_init__(self) -> None:
         model = self.model.id
         usage_model = ACCOUNT if self.model.account else model
-        object.__setattr__(self, "usage_key", (self.provider, self.key, usage_model))
-        object.__setattr__(self, "scope", (self.provider, self.key, model))
-        object.__setattr__(self, "key_scope", (self.provider, self.key, None))
+        object.__setattr__(self, "usage_key", (self.provider, self.key_id, usage_model))
+        object.__setattr__(self, "scope", (self.provider, self.key_id, model))
+        object.__setattr__(self, "key_scope", (self.provider, self.key_id, None))
         object.__setattr__(self, "model_scope", (self.provider, None, model))
-        object.__setattr__(self, "key_id", (self.provider, self.key))
+        object.__setattr__(self, "health_key", (self.provider, self.key_id))
 
     @property
     def name(self) -> str:
@@ -276,7 +279,8 @@ def explain(ledger: Ledger, slot: Slot, tokens: int, now: float) -> Refusal:
     usage = ledger.usage.get(slot.usage_key) or Usage.fresh(slot.daily_reset)
     caps = slot.model.caps
     if caps.concurrency is not None and usage.inflight >= caps.concurrency:
-        blocked.append(("concurrency", _NEVER))
+        # A call in flight ends by itself; when is unknown, so look again shortly.
+        blocked.append(("concurrency", now + CONCURRENCY_RETRY_S))
     for window, request_cap, token_cap, names in (
         (usage.minute, caps.rpm, caps.tpm, ("rpm", "tpm")),
         (usage.day, caps.rpd, caps.tpd, ("rpd", "tpd")),
@@ -322,10 +326,10 @@ def reserve(
         raise ValueError(f"a reservation cannot be negative: {tokens}")
     if headroom(ledger, slot, tokens, now) is None:
         return explain(ledger, slot, tokens, now)
-    return count(ledger, slot, tokens, now=now)
+    return book(ledger, slot, tokens, now=now)
 
 
-def count(ledger: Ledger, slot: Slot, tokens: int, *, now: float) -> tuple[Ledger, Ticket]:
+def book(ledger: Ledger, slot: Slot, tokens: int, *, now: float) -> tuple[Ledger, Ticket]:
     """:func:`reserve` without the check, for a caller that has just made it on this very
     ``ledger`` at this very ``now`` (the router's plan). Anyone else calls :func:`reserve`."""
     key = slot.usage_key

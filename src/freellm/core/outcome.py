@@ -5,31 +5,34 @@ error) into an :class:`Outcome`. :data:`RULES` is the table of what each kind of
 whether the request fails over and how far, what it charges to the ledger, which cooldown it
 starts, and what it tells key health. :func:`record` applies a row to the ledger and health.
 
-==================  =================  =============  ==========================  ==================
-kind                failover           charge         cooldown                    health
-==================  =================  =============  ==========================  ==================
-success             done               usage          clear backoff               call_ok
-rate_limited        next               request only   Retry-After, else 60 s      call_rate_limited
-quota_exhausted     next               request only   until the daily reset       call_rate_limited
-invalid_key         next               request only   (key leaves routing)        call_invalid
-payment_required    next               request only   key, 24 h                   call_error
-unknown_model       next               request only   provider's model, 24 h      -
-context_too_long    larger context     request only   -                           -
-bad_request         back to client     request only   -                           -
-upstream_error      next provider      request only   slot, exponential backoff   call_error
-broken_response     next provider      usage          slot, exponential backoff   call_error
-timeout             next provider      usage          slot, exponential backoff   call_error
-connection_error    next provider      request only   slot, exponential backoff   call_error
-cancelled           done               usage          -                           -
-==================  =================  =============  ==========================  ==================
+================  ==============  =======  ======================  =================  ========
+kind              failover        charge   cooldown                health             blame
+================  ==============  =======  ======================  =================  ========
+success           done            usage    clear backoff           call_ok            -
+rate_limited      next            request  Retry-After, else 60 s  call_rate_limited  capacity
+quota_exhausted   next            request  until the daily reset   call_rate_limited  capacity
+invalid_key       next            request  (key leaves routing)    call_invalid       upstream
+payment_required  next            request  key, 24 h               call_error         upstream
+unknown_model     next model      request  provider's model, 24 h  -                  upstream
+context_too_long  larger context  request  -                       -                  client
+bad_request       back to client  request  -                       -                  client
+upstream_error    next provider   request  slot, backoff           call_error         upstream
+broken_response   next provider   usage    slot, backoff           call_error         upstream
+timeout           next provider   usage    slot, backoff           call_error         upstream
+connection_error  next provider   request  slot, backoff           call_error         upstream
+cancelled         done            usage    -                       -                  -
+================  ==============  =======  ======================  =================  ========
 
 "Charge" is what the ledger keeps of the reservation. *usage*: what the call is known to have
 used, the usage the provider reported or, for a stream that broke, what was streamed; with neither
 (a call that timed out or was cancelled before any answer), the whole estimate, since the provider
-may have generated tokens we never saw. *request only*: the provider refused the request before
+may have generated tokens we never saw. *request*: the provider refused the request before
 generating, or it never got there; the request stays counted (an upstream 429 still counts against
 RPM) but no tokens. A 5xx's Retry-After lengthens its backoff, never shortens it. Rate-limit
 cooldowns of an account-wide model apply to the whole key, since its caps are the key's.
+"Backoff" is exponential, 1 s doubling up to 60 s. "Blame" decides the client's answer when no
+candidate served the request: any upstream failure makes it a 502, else a spent free tier a 429
+(with when the first candidate frees up), else a request too long everywhere a 400.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from freellm.core.windows import local_day_bounds
 
 __all__ = [
     "RULES",
+    "Blame",
     "Charge",
     "CooldownRule",
     "Failover",
@@ -95,11 +99,23 @@ class TransportError(enum.Enum):
 
 
 class Failover(enum.Enum):
-    DONE = "done"
-    NEXT = "next"
-    NEXT_PROVIDER = "next_provider"
-    LARGER_CONTEXT = "larger_context"
-    CLIENT = "client"
+    """How far the rest of a request's plan moves away from a failed candidate."""
+
+    DONE = "done"  # the request is over
+    NEXT = "next"  # the next candidate, even another key of the same model
+    NEXT_MODEL = "next_model"  # not this provider's model again, on any key
+    NEXT_PROVIDER = "next_provider"  # not this provider again
+    LARGER_CONTEXT = "larger_context"  # only models with a larger context window
+    CLIENT = "client"  # the answer goes back to the client as it is
+
+
+class Blame(enum.Enum):
+    """What a failed attempt says when no candidate served the request: the client's status."""
+
+    NONE = "none"  # not a failure
+    CAPACITY = "capacity"  # the free tier is spent for now: 429, with when it frees up
+    UPSTREAM = "upstream"  # the provider failed: 502
+    CLIENT = "client"  # the request itself (too long everywhere): 400
 
 
 class Charge(enum.Enum):
@@ -123,33 +139,37 @@ class Rule:
     charge: Charge
     cooldown: CooldownRule
     health: health_.Event | None
+    blame: Blame
 
 
 _E = health_.Event
 # fmt: off
 RULES: Final[Mapping[Kind, Rule]] = MappingProxyType({
-    Kind.SUCCESS:          Rule(Failover.DONE, Charge.USAGE, CooldownRule.CLEAR, _E.CALL_OK),
+    Kind.SUCCESS:          Rule(Failover.DONE, Charge.USAGE, CooldownRule.CLEAR, _E.CALL_OK,
+                                Blame.NONE),
     Kind.RATE_LIMITED:     Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.RETRY_AFTER,
-                                _E.CALL_RATE_LIMITED),
+                                _E.CALL_RATE_LIMITED, Blame.CAPACITY),
     Kind.QUOTA_EXHAUSTED:  Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.DAILY_RESET,
-                                _E.CALL_RATE_LIMITED),
+                                _E.CALL_RATE_LIMITED, Blame.CAPACITY),
     Kind.INVALID_KEY:      Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.NONE,
-                                _E.CALL_INVALID),
+                                _E.CALL_INVALID, Blame.UPSTREAM),
     Kind.PAYMENT_REQUIRED: Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.KEY_DAY,
-                                _E.CALL_ERROR),
-    Kind.UNKNOWN_MODEL:    Rule(Failover.NEXT, Charge.REQUEST_ONLY, CooldownRule.MODEL_DAY, None),
+                                _E.CALL_ERROR, Blame.UPSTREAM),
+    Kind.UNKNOWN_MODEL:    Rule(Failover.NEXT_MODEL, Charge.REQUEST_ONLY, CooldownRule.MODEL_DAY,
+                                None, Blame.UPSTREAM),
     Kind.CONTEXT_TOO_LONG: Rule(Failover.LARGER_CONTEXT, Charge.REQUEST_ONLY, CooldownRule.NONE,
-                                None),
-    Kind.BAD_REQUEST:      Rule(Failover.CLIENT, Charge.REQUEST_ONLY, CooldownRule.NONE, None),
+                                None, Blame.CLIENT),
+    Kind.BAD_REQUEST:      Rule(Failover.CLIENT, Charge.REQUEST_ONLY, CooldownRule.NONE, None,
+                                Blame.CLIENT),
     Kind.UPSTREAM_ERROR:   Rule(Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF,
-                                _E.CALL_ERROR),
+                                _E.CALL_ERROR, Blame.UPSTREAM),
     Kind.BROKEN_RESPONSE:  Rule(Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF,
-                                _E.CALL_ERROR),
+                                _E.CALL_ERROR, Blame.UPSTREAM),
     Kind.TIMEOUT:          Rule(Failover.NEXT_PROVIDER, Charge.USAGE, CooldownRule.BACKOFF,
-                                _E.CALL_ERROR),
+                                _E.CALL_ERROR, Blame.UPSTREAM),
     Kind.CONNECTION_ERROR: Rule(Failover.NEXT_PROVIDER, Charge.REQUEST_ONLY, CooldownRule.BACKOFF,
-                                _E.CALL_ERROR),
-    Kind.CANCELLED:        Rule(Failover.DONE, Charge.USAGE, CooldownRule.NONE, None),
+                                _E.CALL_ERROR, Blame.UPSTREAM),
+    Kind.CANCELLED:        Rule(Failover.DONE, Charge.USAGE, CooldownRule.NONE, None, Blame.NONE),
 })
 # fmt: on
 
@@ -321,6 +341,8 @@ def record(
 
     ``tokens`` is what the call is known to have used: the usage the response reported, or what a
     broken stream had streamed; ``None`` when nothing is known, and the estimate is kept.
+    ``outcome.ceilings`` are not applied here: they were observed when the answer's head arrived
+    (:func:`freellm.core.ledger.observe`), before a long stream's end could make them stale.
     """
     rule = RULES[outcome.kind]
     slot = ticket.slot
@@ -328,12 +350,12 @@ def record(
     if rule.charge is Charge.USAGE:
         charged = ticket.tokens if tokens is None else tokens
     ledger = ledger_.settle(ledger, ticket, tokens=charged)
-    if outcome.ceilings:
-        ledger = ledger_.observe(ledger, slot, outcome.ceilings, now=now)
     ledger = _cool_down(ledger, rule.cooldown, slot, outcome, now)
     if rule.health is not None:
         error = None if outcome.kind is Kind.SUCCESS else _health_note(outcome)
-        health = health_.apply(health, slot.provider, slot.key, rule.health, now=now, error=error)
+        health = health_.apply(
+            health, slot.provider, slot.key_id, rule.health, now=now, error=error
+        )
     return ledger, health
 
 

@@ -33,10 +33,12 @@ from freellm.core import outcome as outcome_
 from freellm.core import sessions as sessions_
 from freellm.core.catalog import Catalog, Target
 from freellm.core.ledger import Refusal, Slot, Ticket
+from freellm.core.signals import Ceiling
 
 __all__ = [
     "AUTO",
     "Admitted",
+    "Key",
     "NoCapacity",
     "Plan",
     "RouteRequest",
@@ -44,7 +46,10 @@ __all__ = [
     "Topology",
     "admit",
     "bind_session",
+    "note_health",
+    "observe",
     "plan",
+    "reconfigure",
     "record",
 ]
 
@@ -64,30 +69,58 @@ class RouteRequest:
     session: str | None = None
 
 
-def _key_table(keys: Mapping[str, Iterable[str]]) -> Mapping[str, tuple[str, ...]]:
-    return MappingProxyType({provider: tuple(ids) for provider, ids in keys.items()})
+@attrs.frozen
+class Key:
+    """A provider key that routing may use: its id, and the secret sent with its requests.
+
+    The secret is plaintext, in memory only (the store keeps it sealed); it is left out of
+    ``repr`` so that no traceback, log line or test report prints it.
+    """
+
+    provider: str
+    id: str
+    secret: str = attrs.field(default="", repr=False)
+
+
+def _sorted_keys(keys: Iterable[Key]) -> tuple[Key, ...]:
+    return tuple(sorted(keys, key=lambda key: (key.provider, key.id)))
 
 
 @attrs.frozen
 class Topology:
     """The catalog and the enabled keys, with the slots of every model built once.
 
-    ``keys`` maps a provider id to its enabled key ids. ``slots`` is derived here and nowhere else.
+    ``keys`` are the keys routing may use, secrets included: one fact, held once. ``slots`` and
+    the lookup by ``(provider, key id)`` are derived here and nowhere else.
     """
 
     catalog: Catalog
-    keys: Mapping[str, tuple[str, ...]] = attrs.field(converter=_key_table)
+    keys: tuple[Key, ...] = attrs.field(default=(), converter=_sorted_keys)
     slots: Mapping[tuple[str, str], tuple[Slot, ...]] = attrs.field(init=False, eq=False)
+    _by_ref: Mapping[tuple[str, str], Key] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        by_ref = {(key.provider, key.id): key for key in self.keys}
         slots: dict[tuple[str, str], tuple[Slot, ...]] = {}
         for provider_id, provider in self.catalog.providers.items():
-            key_ids = sorted(self.keys.get(provider_id, ()))
+            key_ids = [key.id for key in self.keys if key.provider == provider_id]
             for model in provider.models.values():
                 slots[provider_id, model.id] = tuple(
-                    Slot(provider_id, key, model, provider.daily_reset) for key in key_ids
+                    Slot(provider_id, key_id, model, provider.daily_reset) for key_id in key_ids
                 )
         object.__setattr__(self, "slots", MappingProxyType(slots))
+        object.__setattr__(self, "_by_ref", MappingProxyType(by_ref))
+
+    def key(self, provider: str, key_id: str) -> Key | None:
+        """The key ``key_id`` of ``provider``, if routing may use it now."""
+        return self._by_ref.get((provider, key_id))
+
+    @property
+    def keyed_providers(self) -> frozenset[str]:
+        """The providers of the catalog that have at least one usable key."""
+        return frozenset(
+            key.provider for key in self.keys if key.provider in self.catalog.providers
+        )
 
 
 @attrs.frozen
@@ -175,11 +208,12 @@ class Plan:
     def admit(self, state: RouterState, slot: Slot, *, now: float) -> Admitted | Refusal:
         """:func:`admit` ``slot`` for this request on the current ``state``.
 
-        When ``state`` and ``now`` are still the ones this plan was made from, the check the plan
-        just made stands, and the reservation is counted without making it again.
+        While ``state`` is still the one this plan was made from (nothing changed it since), the
+        check the plan made stands, and the reservation is counted at the plan's own time
+        without making it again.
         """
-        if state is self._state and now == self._now:
-            ledger, ticket = ledger_.count(state.ledger, slot, self._tokens, now=now)
+        if state is self._state:
+            ledger, ticket = ledger_.book(state.ledger, slot, self._tokens, now=self._now)
             return Admitted(
                 RouterState(state.topology, ledger, state.health, state.sessions), ticket
             )
@@ -187,7 +221,7 @@ class Plan:
 
     def refused(self, slot: Slot, refusal: Refusal) -> None:
         """Note that :func:`admit` refused ``slot`` (for :meth:`no_capacity`)."""
-        self._set_aside.append((f"{slot.name}#{slot.key}", None, refusal))
+        self._set_aside.append((f"{slot.name}#{slot.key_id}", None, refusal))
 
     def cannot_serve(self, slot: Slot, reason: str) -> None:
         """Rule out ``slot``'s whole target: its dialect cannot express this request."""
@@ -200,12 +234,12 @@ class Plan:
         failover = result.rule.failover
         if failover is outcome_.Failover.NEXT_PROVIDER:
             self._skip_providers.add(slot.provider)
+        elif failover is outcome_.Failover.NEXT_MODEL:
+            self._skip_targets.add((slot.provider, slot.model.id))
         elif failover is outcome_.Failover.LARGER_CONTEXT:
             self._skip_targets.add((slot.provider, slot.model.id))
             if slot.model.context is not None:
                 self._min_context = max(self._min_context, slot.model.context + 1)
-        elif result.kind is outcome_.Kind.UNKNOWN_MODEL:
-            self._skip_targets.add((slot.provider, slot.model.id))
         else:
             return
         self._pending = []  # the rest of this target's keys are ruled out with it
@@ -259,21 +293,23 @@ class Plan:
         ledger = state.ledger
         slots = state.topology.slots.get((provider, model.id), ())
         if ledger.cooldowns and ledger_.cooldown_of(ledger, target_scope(target), self._now):
-            set_aside.extend((f"{target.name}#{slot.key}", slot, None) for slot in slots)
+            set_aside.extend((f"{target.name}#{slot.key_id}", slot, None) for slot in slots)
             return []
         invalid = state.health.invalid
         now, tokens = self._now, self._tokens
         ranked: list[tuple[float, str, Slot]] = []
         for slot in slots:
-            if invalid and slot.key_id in invalid:
-                set_aside.append((f"{target.name}#{slot.key}", None, Refusal("invalid key", None)))
+            if invalid and slot.health_key in invalid:
+                set_aside.append(
+                    (f"{target.name}#{slot.key_id}", None, Refusal("invalid key", None))
+                )
                 continue
             room = ledger_.headroom(ledger, slot, tokens, now)
             if room is None:
-                set_aside.append((f"{target.name}#{slot.key}", slot, None))
+                set_aside.append((f"{target.name}#{slot.key_id}", slot, None))
             else:
                 # Most headroom first, ties by key id; keys of one target are unique.
-                ranked.append((room, slot.key, slot))
+                ranked.append((room, slot.key_id, slot))
         ranked.sort(key=_best_first, reverse=True)  # best last
         return [slot for _, _, slot in ranked]
 
@@ -332,9 +368,12 @@ def plan(state: RouterState, request: RouteRequest, *, now: float) -> Plan:
 def admit(state: RouterState, slot: Slot, tokens: int, *, now: float) -> Admitted | Refusal:
     """Re-check ``slot`` against the current ``state`` and reserve ``tokens`` on it.
 
-    This is the authority: a plan's snapshot may be stale by the time its candidate is tried.
+    This is the authority: a plan's snapshot may be stale by the time its candidate is tried (its
+    key may even have been removed since).
     """
-    if not health_.is_routable(state.health, slot.provider, slot.key):
+    if state.topology.key(slot.provider, slot.key_id) is None:
+        return Refusal("key removed", None)
+    if not health_.is_routable(state.health, slot.provider, slot.key_id):
         return Refusal("invalid key", None)
     model_cooldown = ledger_.cooldown_of(state.ledger, slot.model_scope, now)
     if model_cooldown is not None:
@@ -359,6 +398,48 @@ def record(
         state.ledger, state.health, ticket, result, tokens=tokens, now=now
     )
     return RouterState(state.topology, ledger, health, state.sessions)
+
+
+def observe(
+    state: RouterState, slot: Slot, ceilings: tuple[Ceiling, ...], *, now: float
+) -> RouterState:
+    """``state`` with what ``slot``'s provider reported it has left (rate-limit headers)."""
+    if not ceilings:
+        return state
+    ledger = ledger_.observe(state.ledger, slot, ceilings, now=now)
+    return RouterState(state.topology, ledger, state.health, state.sessions)
+
+
+def note_health(
+    state: RouterState,
+    provider: str,
+    key: str,
+    event: health_.Event,
+    *,
+    now: float,
+    error: str | None = None,
+) -> RouterState:
+    """``state`` after ``event`` happened to a key outside any request (a key check)."""
+    updated = health_.apply(state.health, provider, key, event, now=now, error=error)
+    if updated is state.health:
+        return state
+    return RouterState(state.topology, state.ledger, updated, state.sessions)
+
+
+def reconfigure(
+    state: RouterState,
+    topology: Topology,
+    health: Mapping[tuple[str, str], health_.KeyHealth | None] = MappingProxyType({}),
+) -> RouterState:
+    """``state`` with new keys, secrets or chain (``topology``), and the health entries that were
+    recorded elsewhere (``None``: the key was removed, its health goes with it). What the ledger
+    and the sessions know is kept: usage belongs to keys that may come back."""
+    table = state.health
+    for (provider, key), entry in health.items():
+        table = health_.replace(table, provider, key, entry)
+    if topology == state.topology and table is state.health:
+        return state
+    return RouterState(topology, state.ledger, table, state.sessions)
 
 
 def bind_session(state: RouterState, session: str | None, slot: Slot, *, now: float) -> RouterState:

@@ -22,8 +22,9 @@ Formats covered:
     milliseconds since the epoch, and the dimension is requests over an unstated window.
 
 - 429 bodies: Gemini's ``RESOURCE_EXHAUSTED`` error with ``QuotaFailure`` and ``RetryInfo``
-  details (:func:`parse_gemini_error`), Cohere's ``{"message": ...}``
-  (:func:`parse_cohere_error`) and Zhipu's business codes (:func:`parse_zhipu_code`).
+  details (:func:`parse_gemini_error`) and Zhipu's business codes (:func:`parse_zhipu_code`).
+  Whether any other 429 (Groq's, Cohere's ``{"message": ...}``) is per day is read from its
+  words, in :mod:`freellm.core.outcome`.
 """
 
 import calendar
@@ -309,11 +310,6 @@ def parse_ratelimit_headers(headers: Mapping[str, str], *, now: float) -> tuple[
 _RETRY_IN_RE: Final = re.compile(r"retry in\s+((?:[0-9]+(?:\.[0-9]+)?(?:ms|h|m|s))+)", re.I)
 _QUOTA_FAILURE: Final = "google.rpc.QuotaFailure"
 _RETRY_INFO: Final = "google.rpc.RetryInfo"
-# Cohere's trial keys are "limited to 1000 API calls / month"; the per-minute limit reads
-# "limited to 20 API calls / minute".
-_COHERE_LONG_WINDOW_RE: Final = re.compile(
-    r"(?:/|\bper)\s*(?:month|day)\b|\b(?:monthly|daily)\b", re.I
-)
 
 
 def _load_json(body: bytes | str) -> object:
@@ -391,25 +387,6 @@ def parse_gemini_error(body: bytes | str) -> QuotaSignal | None:
         quota_id=chosen[0] if chosen else None,
         message=message,
     )
-
-
-def parse_cohere_error(status: int, body: bytes | str) -> QuotaSignal | None:
-    """Return the meaning of a Cohere 429 body ``{"message": "..."}``, or None.
-
-    A message naming a monthly or daily allowance (a trial key's "limited to 1000 API calls /
-    month") is `per_day`; anything else is a per-minute limit. The body gives no delay, so
-    `retry_after` is None (read ``retry-after`` instead). Returns None when `status` is not 429
-    or the body is not a JSON object; a missing or non-text message becomes "". Never raises.
-    """
-    if status != 429:
-        return None
-    value = _load_json(body)
-    if not isinstance(value, dict):
-        return None
-    raw_message = value.get("message")
-    message = raw_message if isinstance(raw_message, str) else ""
-    per_day = _COHERE_LONG_WINDOW_RE.search(message) is not None
-    return QuotaSignal(per_day=per_day, retry_after=None, quota_id=None, message=message)
 
 
 def parse_zhipu_code(body: bytes | str) -> int | None:

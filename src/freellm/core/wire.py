@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "error_body"]
 
 
 def dumps(value: object) -> bytes:
@@ -20,3 +20,10 @@ def dumps(value: object) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return json.dumps(value, separators=(",", ":")).encode()
+
+
+def error_body(
+    message: str, type_: str, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    """An OpenAI-shaped error: ``{"error": {"message", "type", "param", "code"}}``."""
+    return dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})

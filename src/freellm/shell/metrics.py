@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from freellm.core.outcome import Kind
 from freellm.shell.dispatch import RequestLog
 
 __all__ = ["Metrics"]
@@ -49,9 +50,9 @@ class Metrics:
         self.requests.labels(str(log.status)).inc()
         last = len(log.attempts) - 1
         for index, attempt in enumerate(log.attempts):
-            self.attempts.labels(attempt.provider, attempt.outcome).inc()
+            self.attempts.labels(attempt.provider, attempt.outcome.value).inc()
             self.latency.labels(attempt.provider).observe(attempt.latency_s)
-            if index < last or attempt.outcome != "success":
+            if index < last or attempt.outcome is not Kind.SUCCESS:
                 self.fallbacks.labels(attempt.provider).inc()
             if attempt.usage is not None:
                 self.tokens.labels(attempt.provider, "prompt").inc(attempt.usage.prompt_tokens)

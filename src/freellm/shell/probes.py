@@ -11,22 +11,39 @@ in the config (a fake provider, a proxy) they check ``GET {base}/models`` instea
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import httpx
 import trio
 
-from freellm.core import health
+from freellm.core import health, router
 from freellm.core.catalog import AuthStyle, Dialect, ProviderSpec
 from freellm.core.outcome import Kind, classify
+from freellm.shell.state import StateHolder
 from freellm.shell.upstream import Upstreams
 
-__all__ = ["PROBE_INTERVAL_S", "is_due", "probe_key", "probe_url", "run_probes"]
+__all__ = [
+    "PROBE_INTERVAL_S",
+    "PROBE_TICK_S",
+    "is_due",
+    "jittered",
+    "probe_due",
+    "probe_key",
+    "probe_url",
+]
+
+logger = logging.getLogger("freellm.probes")
 
 PROBE_INTERVAL_S: Final = 300.0  # at most one probe per key this often
 PROBE_TIMEOUT_S: Final = 15.0
+PROBE_TICK_S: Final = 30.0  # how often to look for keys that are due
+CLOUDFLARE_VERIFY_URL = "https://api.cloudflare.com/client/v4/user/tokens/verify"
+HUGGINGFACE_WHOAMI_URL = "https://huggingface.co/api/whoami-v2"
 DEFAULT_BASES: Final = {
     "cloudflare": "https://api.cloudflare.com/client/v4/accounts/{account_id}/ai/v1",
     "huggingface": "https://router.huggingface.co/v1",
@@ -47,9 +64,9 @@ def probe_url(provider: ProviderSpec, secret: str) -> tuple[str, dict[str, str]]
     default_base = DEFAULT_BASES.get(provider.id)
     if default_base is not None and provider.base_url == default_base:
         if provider.id == "cloudflare":
-            return "https://api.cloudflare.com/client/v4/user/tokens/verify", headers
+            return CLOUDFLARE_VERIFY_URL, headers
         if provider.id == "huggingface":
-            return "https://huggingface.co/api/whoami-v2", headers
+            return HUGGINGFACE_WHOAMI_URL, headers
     if provider.dialect is Dialect.COHERE:
         return f"{provider.base_url}/v1/models", headers
     return f"{provider.base_url}/models", headers
@@ -68,11 +85,9 @@ async def probe_key(
             return health.Event.PROBE_ERROR, f"{type(exc).__name__} while checking the key"
         status = response.status_code
         if 200 <= status < 300:
-            if provider.auth is AuthStyle.CLOUDFLARE and "tokens/verify" in url:
-                body = response.json()
-                active = body.get("success") and body.get("result", {}).get("status") == "active"
-                if not active:
-                    return health.Event.PROBE_INVALID, "the Cloudflare token is not active"
+            verified = provider.auth is AuthStyle.CLOUDFLARE and url == CLOUDFLARE_VERIFY_URL
+            if verified and not _cloudflare_active(response.content):
+                return health.Event.PROBE_INVALID, "the Cloudflare token is not active"
             return health.Event.PROBE_OK, None
         # The answer is read as a chat answer would be (Gemini refuses a bad key with a 400);
         # with no headers passed, nothing in it is timed, so any ``now`` will do.
@@ -85,31 +100,63 @@ async def probe_key(
     return health.Event.PROBE_ERROR, "the check timed out"
 
 
-async def run_probes(
-    due: Callable[[float], list[tuple[ProviderSpec, str, str]]],
-    report: Callable[[str, str, health.Event, str | None], None],
-    upstreams: Upstreams,
-    *,
-    clock: Callable[[], float],
-    tick: float = 30.0,
-    seed: int | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+async def probe_due(
+    holder: StateHolder, upstreams: Upstreams, *, clock: Callable[[], float]
 ) -> None:
-    """Every ``tick`` seconds (jittered), probe the keys ``due(now)`` names, one at a time.
+    """One round of key checks: every key of the topology whose last check is older than
+    :data:`PROBE_INTERVAL_S`, one after another (background work, never a burst). A check that
+    raises is logged and counts as a failed check of that key; the others go on."""
+    state = holder.state
+    now = clock()
+    due = [
+        key
+        for key in state.topology.keys
+        if is_due(state.health.of(key.provider, key.id).checked_at, now)
+    ]
+    for key in due:
+        provider = holder.state.catalog.providers.get(key.provider)
+        if provider is None or holder.state.topology.key(key.provider, key.id) != key:
+            continue  # removed, disabled or replaced meanwhile
+        try:
+            event, note = await probe_key(upstreams, provider, key.secret)
+        except Exception:
+            logger.error("checking key %s (%s) failed", key.id, key.provider, exc_info=True)
+            event, note = health.Event.PROBE_ERROR, "freellm could not check the key (logged)"
+        if holder.state.topology.key(key.provider, key.id) != key:
+            continue  # the answer is about a key that left while it was checked
+        holder.apply(
+            partial(
+                router.note_health,
+                provider=key.provider,
+                key=key.id,
+                event=event,
+                now=clock(),
+                error=note,
+            )
+        )
 
-    ``due`` returns ``(provider spec, key id, secret)`` for each key whose last check is older
-    than :data:`PROBE_INTERVAL_S`; ``report(provider, key id, event, note)`` feeds the result to
-    key health. Probes run one after another: they are background work, never a burst.
-    """
+
+def jittered(tick: float, seed: int | None = None) -> Callable[[], float]:
+    """``tick`` seconds, give or take a quarter, so that probes of many servers never align."""
     jitter = random.Random(seed)
-    task_status.started()
-    while True:
-        for provider, key_id, secret in due(clock()):
-            event, note = await probe_key(upstreams, provider, secret)
-            report(provider.id, key_id, event, note)
-        await trio.sleep(tick * (0.75 + jitter.random() / 2))
+    return lambda: tick * (0.75 + jitter.random() / 2)
 
 
 def is_due(checked_at: float | None, now: float) -> bool:
     """Whether a key never checked, or last checked at ``checked_at``, should be probed now."""
     return checked_at is None or now - checked_at >= PROBE_INTERVAL_S
+
+
+def _cloudflare_active(body: bytes) -> bool:
+    """Whether Cloudflare's ``tokens/verify`` answer says the token is active; never raises."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    result = data.get("result") if isinstance(data, dict) else None
+    return (
+        isinstance(data, dict)
+        and data.get("success") is True
+        and isinstance(result, dict)
+        and result.get("status") == "active"
+    )

@@ -1,61 +1,77 @@
 """The running proxy: everything the web layer needs, opened and closed in one place.
 
-:func:`open_runtime` reads the catalog and config, the encryption key, the store, the provider
-keys (decrypted once, kept in memory only) and the persisted ledger, health and sessions; it
-starts the background work (batched log writes, state persistence, key reloads, health probes) in
-one nursery, and on the way out saves the state and flushes the logs.
+:func:`open_runtime` reads the catalog and config, the encryption key, the store, the keys and
+the chain (:class:`~freellm.shell.live.LiveSettings`) and the persisted ledger and sessions into
+the one :class:`~freellm.shell.state.StateHolder`, then runs the background jobs in one nursery
+(:class:`~freellm.shell.background.Background`: none of them can take the server down):
+
+- ``log writer``: the request log, written in batches;
+- ``settings``: changes other processes made to the store, applied within about a second, and the
+  key health the server observed, written back;
+- ``state``: the ledger and the sessions, saved every few seconds;
+- ``log retention``: requests older than ``[store] keep_days``, pruned hourly;
+- ``key checks``: each key probed every few minutes.
+
+On the way out it saves the state and the health and flushes the log.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 import trio
 
-from freellm.core import health as health_
 from freellm.core import ledger as ledger_
 from freellm.core import sessions as sessions_
-from freellm.core.catalog import Catalog, apply_config
+from freellm.core.catalog import Catalog, Timeouts, apply_config
 from freellm.core.router import RouterState, Topology
+from freellm.shell.background import Background
 from freellm.shell.config import load_catalog
 from freellm.shell.dispatch import Dispatcher, RequestLog
+from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, LiveSettings
 from freellm.shell.metrics import Metrics
-from freellm.shell.probes import is_due, run_probes
-from freellm.shell.secrets import (
-    SecretsError,
-    Vault,
-    load_master_key,
-    new_unified_key,
-    unified_key_matches,
-)
-from freellm.shell.store import AttemptRecord, KeyRecord, RequestRecord, Store, open_store
-from freellm.shell.upstream import Timeouts, Upstreams, open_upstreams
+from freellm.shell.probes import PROBE_TICK_S, jittered, probe_due
+from freellm.shell.secrets import Vault, load_master_key, new_unified_key, unified_key_matches
+from freellm.shell.state import StateHolder
+from freellm.shell.store import AttemptRecord, RequestRecord, Store, open_store
+from freellm.shell.upstream import Upstreams, open_upstreams
 from freellm.shell.vault_process import RemoteVault
 
-__all__ = ["Runtime", "open_runtime", "read_unified_key"]
+__all__ = ["Runtime", "open_runtime", "read_unified_key", "with_user_chain"]
+
+logger = logging.getLogger("freellm.runtime")
 
 PERSIST_EVERY_S: Final = 5.0
-UNIFIED_KEY_SETTING: Final = "unified_key"
-UNIFIED_KEY_ID: Final = "unified"
+SETTINGS_EVERY_S: Final = 1.0
+PRUNE_EVERY_S: Final = 3600.0
+DAY_S: Final = 86_400.0
+STATE_NAME: Final = "router"
 
 
 @attrs.define
 class Runtime:
+    holder: StateHolder
     dispatcher: Dispatcher
     metrics: Metrics
     store: Store
-    vault: RemoteVault
     upstreams: Upstreams
-    unified_key: str = attrs.field(repr=False)
+    settings: LiveSettings
+    background: Background
     created_unified_key: bool = False
     ready: bool = False
     clock: Callable[[], float] = time.time
-    unopenable: set[str] = attrs.field(factory=set)  # key ids this vault cannot open
+    _saved_version: int = -1
+
+    @property
+    def unified_key(self) -> str:
+        return self.settings.unified_key
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether the request carries the unified key (Bearer or ``x-api-key``), compared in
@@ -70,52 +86,31 @@ class Runtime:
                 given = value.decode("latin-1").strip()
         return unified_key_matches(given, self.unified_key)
 
-    async def reload_keys(self) -> None:
-        """Pick up keys added, removed, enabled or disabled in the store (by the CLI, say).
-
-        A new key that this server's encryption key cannot open (the CLI ran with another one)
-        stays out of routing and is not tried again; the server keeps running.
-        """
-        records = await self.store.list_keys()
-        catalog = self.dispatcher.state.catalog
-        wanted = {key for ids in _key_table(records, catalog).values() for key in ids}
-        known = self.dispatcher.secrets
-        opened: dict[str, str] = {}
-        for record in records:  # one at a time: a key that does not open must not hide others
-            if record.id not in wanted or record.id in known or record.id in self.unopenable:
-                continue
-            try:
-                (opened[record.id],) = await self.vault.unseal_many(
-                    [(record.id, record.provider, record.sealed)]
-                )
-            except SecretsError:
-                self.unopenable.add(record.id)
-        secrets = {key: known[key] for key in wanted if key in known} | opened
-        keys = {
-            provider: [key for key in ids if key in secrets]
-            for provider, ids in _key_table(records, catalog).items()
-        }
-        keys = {provider: ids for provider, ids in keys.items() if ids}
-        # No await from here on: read the state and replace it in one step.
-        state = self.dispatcher.state
-        self.dispatcher.secrets = secrets
-        if keys != {p: list(ids) for p, ids in state.topology.keys.items() if ids}:
-            present = {record.id for record in records}
-            health = state.health
-            for provider, key in list(health.keys.keys()):
-                if key not in present:  # removed from the store: its health goes too
-                    health = health_.forget(health, provider, key)
-            self.dispatcher.state = attrs.evolve(
-                state, topology=Topology(state.catalog, keys), health=health
-            )
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """``/readyz``: 503 until the server runs; then 200, ``degraded`` while a background
+        job fails (it still serves), with every job's detail."""
+        if not self.ready:
+            return 503, {"status": "starting"}
+        status = "ready" if self.background.healthy else "degraded"
+        return 200, {"status": status, "background": self.background.report()}
 
     def snapshot(self) -> dict[str, Any]:
-        state = self.dispatcher.state
+        state = self.holder.state
         return {
             "ledger": ledger_.to_data(ledger_.prune(state.ledger, now=self.clock())),
-            "health": health_.to_data(state.health),
             "sessions": sessions_.to_data(state.sessions),
         }
+
+    async def save_state(self) -> None:
+        """Save the ledger and sessions, if they changed since the last save."""
+        version = self.holder.version
+        if version != self._saved_version:
+            await self.store.save_state(STATE_NAME, self.snapshot())
+            self._saved_version = version
+
+    async def prune_log(self) -> None:
+        keep_days = self.holder.state.catalog.store.keep_days
+        await self.store.prune_requests(self.clock() - keep_days * DAY_S)
 
     def log(self, entry: RequestLog) -> None:
         usage = entry.usage
@@ -141,7 +136,7 @@ class Runtime:
                     model=a.model,
                     key_id=a.key_id,
                     status=a.status,
-                    error_class=a.outcome,
+                    error_class=a.outcome.value,
                     latency_ms=a.latency_s * 1000,
                     prompt_tokens=None if a.usage is None else a.usage.prompt_tokens,
                     completion_tokens=None if a.usage is None else a.usage.completion_tokens,
@@ -149,16 +144,6 @@ class Runtime:
                 for n, a in enumerate(entry.attempts, start=1)
             ],
         )
-
-
-def _key_table(records: list[KeyRecord], catalog: Catalog) -> dict[str, list[str]]:
-    """The enabled keys of every provider in the catalog."""
-    keys: dict[str, list[str]] = {}
-    for record in records:
-        provider = catalog.providers.get(record.provider)
-        if record.enabled and provider is not None:
-            keys.setdefault(record.provider, []).append(record.id)
-    return keys
 
 
 async def read_unified_key(store: Store, vault: Vault | RemoteVault) -> tuple[str, bool]:
@@ -201,47 +186,51 @@ async def open_runtime(
 
     Raises :class:`~freellm.core.catalog.ConfigError` for a bad config and
     :class:`~freellm.shell.secrets.SecretsError` for an encryption key that is malformed or does
-    not open the stored secrets: start-up stops with that message.
+    not open the stored unified key: start-up stops with that message.
     """
     catalog = load_catalog(config_path)
     vault = RemoteVault(load_master_key(data_dir, env.get("ENCRYPTION_KEY")))
     async with (
         open_store(data_dir / "freellm.db") as store,
-        open_upstreams(timeouts) as upstreams,
+        open_upstreams(timeouts or catalog.timeouts) as upstreams,
     ):
         unified_key, created = await read_unified_key(store, vault)
-        catalog = await with_user_chain(catalog, store)
-        records = await store.list_keys()
-        enabled = [r for r in records if r.enabled]
-        opened = await vault.unseal_many([(r.id, r.provider, r.sealed) for r in enabled])
-        secrets = dict(zip((r.id for r in enabled), opened, strict=True))
-        state = RouterState(Topology(catalog, _key_table(records, catalog)))
-        saved = await store.load_state("router")
-        if saved is not None:
-            state = attrs.evolve(
-                state,
-                ledger=ledger_.release_inflight(ledger_.from_data(saved["ledger"])),
-                health=health_.from_data(saved["health"]),
-                sessions=sessions_.from_data(saved["sessions"]),
-            )
+        holder = StateHolder(RouterState(Topology(catalog)))
+        await _restore(holder, store)
+        settings = LiveSettings(store, vault, holder, catalog, unified_key=unified_key)
+        await settings.load()
         metrics = Metrics()
+        background = Background(clock)
         runtime = Runtime(
-            dispatcher=Dispatcher(state, secrets, upstreams, clock=clock),
+            holder=holder,
+            dispatcher=Dispatcher(holder, upstreams, clock=clock),
             metrics=metrics,
             store=store,
-            vault=vault,
             upstreams=upstreams,
-            unified_key=unified_key,
+            settings=settings,
+            background=background,
             created_unified_key=created,
             clock=clock,
         )
         runtime.dispatcher.observers = (metrics.observe, runtime.log)
+
+        async def settings_round() -> None:
+            await settings.refresh()
+            await settings.save_health()
+
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(store.run_writer)
-                nursery.start_soon(_persist, runtime)
+                jobs: list[tuple[str, Callable[[], Any], Any]] = [
+                    ("log writer", store.write_round, 0.0),
+                    ("settings", settings_round, SETTINGS_EVERY_S),
+                    ("state", runtime.save_state, PERSIST_EVERY_S),
+                    ("log retention", runtime.prune_log, PRUNE_EVERY_S),
+                ]
                 if probes:
-                    await nursery.start(_probe, runtime)
+                    check = partial(probe_due, holder, upstreams, clock=clock)
+                    jobs.append(("key checks", check, jittered(PROBE_TICK_S)))
+                for name, round_, every in jobs:
+                    await nursery.start(partial(background.run, name, round_, every=every))
                 runtime.ready = True
                 try:
                     yield runtime
@@ -250,37 +239,20 @@ async def open_runtime(
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await store.save_state("router", runtime.snapshot())
+                await store.save_state(STATE_NAME, runtime.snapshot())
+                await settings.save_health()
 
 
-async def _persist(runtime: Runtime) -> None:
-    while True:
-        await trio.sleep(PERSIST_EVERY_S)
-        await runtime.store.save_state("router", runtime.snapshot())
-        await runtime.reload_keys()
-
-
-async def _probe(
-    runtime: Runtime, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    dispatcher = runtime.dispatcher
-
-    def due(now: float) -> list[tuple[Any, str, str]]:
-        state = dispatcher.state
-        found = []
-        for provider_id, key_ids in state.topology.keys.items():
-            spec = state.catalog.providers[provider_id]
-            for key_id in key_ids:
-                checked = state.health.of(provider_id, key_id).checked_at
-                if is_due(checked, now) and key_id in dispatcher.secrets:
-                    found.append((spec, key_id, dispatcher.secrets[key_id]))
-        return found
-
-    def report(provider: str, key_id: str, event: health_.Event, note: str | None) -> None:
-        state = dispatcher.state
-        updated = health_.apply(
-            state.health, provider, key_id, event, now=runtime.clock(), error=note
-        )
-        dispatcher.state = attrs.evolve(state, health=updated)
-
-    await run_probes(due, report, runtime.upstreams, clock=runtime.clock, task_status=task_status)
+async def _restore(holder: StateHolder, store: Store) -> None:
+    """The ledger and sessions saved by the last run, if any and readable (calls in flight at a
+    crash are over; their usage still counts)."""
+    saved = await store.load_state(STATE_NAME)
+    if saved is None:
+        return
+    try:
+        ledger = ledger_.release_inflight(ledger_.from_data(saved["ledger"]))
+        sessions = sessions_.from_data(saved["sessions"])
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("the saved router state is not readable (%s): starting afresh", exc)
+        return
+    holder.apply(lambda state: attrs.evolve(state, ledger=ledger, sessions=sessions))

@@ -41,7 +41,7 @@ import functools
 import math
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -59,6 +59,8 @@ MAX_IDLE: Final = 16  # per origin
 KEEPALIVE_EXPIRY_S: Final = 15.0
 
 Origin = tuple[str, str, int]
+Connect = Callable[[str, int], Awaitable[trio.SocketStream]]
+"""Opens a TCP stream to ``(host, port)``: :func:`trio.open_tcp_stream`, or a test's own."""
 
 
 def _timeout(timeouts: Mapping[str, float | None], name: str) -> float:
@@ -121,7 +123,12 @@ class _Unanswered(Exception):
 
 
 class H11Transport(httpx.AsyncBaseTransport):
-    """``httpx.AsyncClient(transport=H11Transport(ssl_context=...))``: HTTP/1.1 only."""
+    """``httpx.AsyncClient(transport=H11Transport(ssl_context=...))``: HTTP/1.1 only.
+
+    ``connect`` opens the TCP streams (default :func:`trio.open_tcp_stream`); tests give one that
+    hands out one end of a socket pair whose other end a scripted server holds, so that the
+    transport runs for real, in virtual time, with no address at all.
+    """
 
     def __init__(
         self,
@@ -130,8 +137,10 @@ class H11Transport(httpx.AsyncBaseTransport):
         max_connections: int = MAX_CONNECTIONS,
         max_idle: int = MAX_IDLE,
         keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
+        connect: Connect | None = None,
     ) -> None:
         self._ssl_context = ssl_context
+        self._open: Connect = connect or trio.open_tcp_stream
         self._max_connections = max_connections
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
@@ -215,7 +224,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         with trio.move_on_after(_timeout(timeouts, "connect")):
             try:
-                tcp = await trio.open_tcp_stream(host, port)
+                tcp = await self._open(host, port)
             except OSError as exc:
                 raise httpx.ConnectError(str(exc), request=request) from exc
             stream: trio.abc.Stream = tcp
@@ -402,8 +411,20 @@ class Answer:
             for name, value in self.raw_headers
         }
 
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self])
+    async def read(self, limit: int = 32 * 1024 * 1024) -> bytes:
+        """The whole body. Raises ``httpx.RemoteProtocolError`` past ``limit`` bytes (and drops
+        the connection): a body is read into memory only within a bound."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self:
+            size += len(chunk)
+            if size > limit:
+                await self.aclose()
+                raise httpx.RemoteProtocolError(
+                    f"the response body is larger than {limit} bytes", request=self._request
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def __aiter__(self) -> Answer:
         return self

@@ -11,7 +11,7 @@ import json
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from freellm.shell.dispatch import error_body
+from freellm.core.wire import error_body
 from freellm.shell.runtime import Runtime
 
 __all__ = ["create_api"]
@@ -35,21 +35,27 @@ def create_api(runtime: Runtime) -> QuartTrio:
     @quart.get("/api/keys")
     async def keys() -> Response:
         """The provider keys, without their secrets."""
-        listed = [
-            {
-                "id": key.id,
-                "provider": key.provider,
-                "label": key.label,
-                "enabled": key.enabled,
-                "health": runtime.dispatcher.state.health.of(key.provider, key.id).state.value,
-            }
-            for key in await runtime.store.list_keys()
-        ]
+        records = await runtime.store.list_keys()
+        health = runtime.holder.state.health  # what the server observed: the one source
+        listed = []
+        for key in records:
+            entry = health.of(key.provider, key.id)
+            listed.append(
+                {
+                    "id": key.id,
+                    "provider": key.provider,
+                    "label": key.label,
+                    "enabled": key.enabled,
+                    "health": entry.state.value,
+                    "last_check": entry.checked_at,
+                    "last_error": entry.last_error,
+                }
+            )
         return Response(json.dumps({"data": listed}), content_type="application/json")
 
     @quart.get("/api/chain")
     async def chain() -> Response:
-        entries = list(runtime.dispatcher.state.catalog.settings.chain)
+        entries = list(runtime.holder.state.catalog.settings.chain)
         return Response(json.dumps({"data": entries}), content_type="application/json")
 
     return quart

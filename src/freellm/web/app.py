@@ -44,9 +44,8 @@ def create_app(runtime: Runtime) -> Any:
         elif path == "/livez":
             await json_response(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
-            ready = runtime.ready
-            body = json.dumps({"status": "ready" if ready else "starting"}).encode()
-            await json_response(send, 200 if ready else 503, body)
+            status, detail = runtime.readiness()
+            await json_response(send, status, json.dumps(detail).encode())
         elif path == "/metrics":
             body = runtime.metrics.render()
             await send(

@@ -16,7 +16,8 @@ from typing import Any, Final
 import trio
 
 from freellm.core.chat import BadRequest, inspect_request
-from freellm.shell.dispatch import Dispatcher, Headers, error_body
+from freellm.core.wire import error_body
+from freellm.shell.dispatch import Dispatcher, Headers
 
 __all__ = ["V1", "json_response"]
 
@@ -104,8 +105,8 @@ class V1:
 
     def models(self) -> dict[str, Any]:
         """``auto``, then every ``provider/model`` that has a key, then every plain model id."""
-        state = self.dispatcher.state
-        keyed = {p for p, keys in state.topology.keys.items() if keys}
+        state = self.dispatcher.holder.state
+        keyed = state.topology.keyed_providers
         data: list[dict[str, Any]] = [_model("auto", "freellm")]
         plain: dict[str, str] = {}
         for provider_id, provider in state.catalog.providers.items():
@@ -140,41 +141,12 @@ class V1:
             await json_response(send, 400, problem, ids)
             return
         session = _header(scope["headers"], b"x-session-id")
+        client = _Client(send)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            if shape.stream:
-                started = False
-
-                async def start(status: int, headers: Headers) -> None:
-                    nonlocal started
-                    started = True
-                    await send(
-                        {"type": "http.response.start", "status": status, "headers": headers}
-                    )
-
-                async def chunk(data: bytes) -> None:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-
-                await self.dispatcher.stream(
-                    shape, data, start, chunk, session_header=session, request_id=request_id
-                )
-                if started:
-                    await send({"type": "http.response.body", "body": b""})
-            else:
-                reply = await self.dispatcher.complete(
-                    shape, data, session_header=session, request_id=request_id
-                )
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": reply.status,
-                        "headers": [
-                            *reply.headers,
-                            (b"content-length", str(len(reply.body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": reply.body})
+            await self.dispatcher.serve(
+                shape, data, client, session_header=session, request_id=request_id
+            )
             nursery.cancel_scope.cancel()
 
     async def _read_body(self, receive: Receive, send: Send, ids: Headers) -> bytes | None:
@@ -197,6 +169,21 @@ class V1:
             chunks.append(piece)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class _Client:
+    """The ASGI side of a request's answer, as the dispatcher writes it."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    async def start(self, status: int, headers: Headers) -> None:
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send(self, data: bytes, *, more: bool) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

@@ -20,6 +20,7 @@ import attrs
 
 from freellm.core import wire
 from freellm.core.sse import Event
+from freellm.core.tokens import estimate_text
 
 __all__ = [
     "StreamError",
@@ -44,13 +45,15 @@ class Usage:
 def prepare_body(
     body: Mapping[str, Any], model: str, *, stream: bool, stream_options: bool
 ) -> dict[str, Any]:
-    """The body to send upstream: the client's, with the provider's ``model`` id.
+    """The body to send upstream: the client's, with the provider's ``model`` id and without
+    freellm's own ``session_id``.
 
     ``stream_options``: whether the provider accepts ``stream_options`` (Cohere's compatibility
     endpoint refuses it); when it does, a stream always asks for usage.
     """
     upstream = dict(body)
     upstream["model"] = model
+    upstream.pop("session_id", None)  # freellm's own field (the sticky session), not the provider's
     if stream:
         if stream_options:
             options = dict(upstream.get("stream_options") or {})
@@ -119,7 +122,7 @@ class StreamFold:
         self.usage: Usage | None = None
         self.done = False
         self.chunks = 0
-        self.completion_chars = 0
+        self.completion_tokens = 0  # estimated from what was streamed, for a stream cut short
 
     def step(self, event: Event) -> list[bytes]:
         if event.done:
@@ -142,10 +145,10 @@ class StreamFold:
                 chunk = None
             if isinstance(chunk, dict):
                 return self._chunk(chunk, data)
-        # The common chunk passes through unparsed; its text is measured with a regex, in case
-        # the stream breaks before the provider reports usage.
+        # The common chunk passes through unparsed; its (still escaped) text is estimated from a
+        # regex match, in case the stream breaks before the provider reports usage.
         for match in _STREAMED_TEXT.finditer(data):
-            self.completion_chars += len(match.group(1))
+            self.completion_tokens += estimate_text(match.group(1))
         self.chunks += 1
         return [b"data: " + data.encode() + b"\n\n"]
 
@@ -165,11 +168,12 @@ class StreamFold:
                         changed = True
                         content = delta["content"]
                     if isinstance(content, str):
-                        self.completion_chars += len(content)
+                        self.completion_tokens += estimate_text(content)
                     for call in delta.get("tool_calls") or ():
                         function = call.get("function") if isinstance(call, dict) else None
                         if isinstance(function, dict):
-                            self.completion_chars += len(str(function.get("arguments") or ""))
+                            arguments = str(function.get("arguments") or "")
+                            self.completion_tokens += estimate_text(arguments)
         if usage is not None and not choices and not self._client_wants_usage:
             return []  # the usage-only chunk we asked for on the client's behalf
         if usage is not None and not self._client_wants_usage and "usage" in chunk:

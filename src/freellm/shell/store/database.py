@@ -106,8 +106,8 @@ class Store:
             blob = sealed(key_id) if callable(sealed) else sealed
             record = KeyRecord(key_id, provider, label, True, at, None, None, None, bytes(blob))
             connection.execute(
-                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_id, provider, label, 1, at, None, None, None, record.sealed),
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, provider, label, 1, at, None, None, None, record.sealed, None),
             )
             return record
 
@@ -150,19 +150,53 @@ class Store:
         as core/health's ``EDITED`` event has it.
         """
         return await self._change(
-            "UPDATE keys SET secret = ?, health = NULL, last_check = NULL, last_error = NULL"
-            " WHERE id = ?",
+            "UPDATE keys SET secret = ?, health = NULL, health_since = NULL, last_check = NULL,"
+            " last_error = NULL WHERE id = ?",
             (bytes(sealed), key_id),
         )
 
+    async def set_key_label(self, key_id: str, label: str) -> bool:
+        """Whether there is such a key."""
+        return await self._change("UPDATE keys SET label = ? WHERE id = ?", (label, key_id))
+
     async def record_key_health(
-        self, key_id: str, health: str | None, last_check: float | None, last_error: str | None
+        self,
+        key_id: str,
+        health: str | None,
+        last_check: float | None,
+        last_error: str | None,
+        *,
+        since: float | None = None,
     ) -> bool:
         """Whether there is such a key."""
         return await self._change(
-            "UPDATE keys SET health = ?, last_check = ?, last_error = ? WHERE id = ?",
-            (health, last_check, last_error, key_id),
+            "UPDATE keys SET health = ?, health_since = ?, last_check = ?, last_error = ?"
+            " WHERE id = ?",
+            (health, since, last_check, last_error, key_id),
         )
+
+    async def record_key_healths(
+        self, rows: Sequence[tuple[str, str | None, float | None, float | None, str | None]]
+    ) -> None:
+        """Several keys' ``(id, health, since, last_check, last_error)`` in one transaction;
+        rows of keys that are gone change nothing."""
+
+        def update(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "UPDATE keys SET health = ?, health_since = ?, last_check = ?, last_error = ?"
+                " WHERE id = ?",
+                [
+                    (health, since, checked, error, key_id)
+                    for key_id, health, since, checked, error in rows
+                ],
+            )
+
+        await self._write(update)
+
+    async def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: it changes when another connection (a CLI command,
+        another process) commits a change, and never for this store's own writes."""
+        return await self._read(lambda c: int(c.execute("PRAGMA data_version").fetchone()[0]))
 
     async def _change(self, sql: str, parameters: tuple[Any, ...]) -> bool:
         def run(connection: sqlite3.Connection) -> bool:
@@ -277,6 +311,14 @@ class Store:
             self._pending[:0] = batch
             raise
 
+    async def write_round(self, interval: float = 0.5) -> None:
+        """Wait up to ``interval`` seconds, or until :data:`FLUSH_AT` requests are pending, then
+        write what is pending (:meth:`flush`): one round of the log writer."""
+        with trio.move_on_after(interval):
+            await self._wake.wait()
+        self._wake = trio.Event()
+        await self.flush()
+
     async def run_writer(
         self,
         *,
@@ -288,14 +330,11 @@ class Store:
         written when cancelled is written when the store closes.
 
         SQLite errors propagate (the batch stays queued): the log is not worth hiding a failing
-        disk.
+        disk. The server runs :meth:`write_round` under its background supervisor instead.
         """
         task_status.started()
         while True:
-            with trio.move_on_after(interval):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            await self.flush()
+            await self.write_round(interval)
 
     async def recent_requests(self, limit: int = 100) -> list[RequestRecord]:
         """The last ``limit`` requests written (not those still pending), newest first."""

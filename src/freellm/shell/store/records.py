@@ -28,6 +28,7 @@ class KeyRecord:
     last_check: float | None
     last_error: str | None
     sealed: bytes = attrs.field(repr=False)
+    health_since: float | None = None  # when the key entered its ``health`` state
 
 
 @attrs.frozen
@@ -64,7 +65,7 @@ class AttemptRecord:
 
 
 KEY_COLUMNS: Final = (
-    "id, provider, label, enabled, created_at, health, last_check, last_error, secret"
+    "id, provider, label, enabled, created_at, health, last_check, last_error, secret, health_since"
 )
 # The log's columns are the records' fields, in order (rows are written with ``attrs.astuple``).
 REQUEST_COLUMNS: Final = ", ".join(field.name for field in attrs.fields(RequestRecord))
@@ -82,6 +83,7 @@ def key_record(row: Sequence[Any]) -> KeyRecord:
         last_check=row[6],
         last_error=row[7],
         sealed=bytes(row[8]),
+        health_since=row[9],
     )
 
 

@@ -66,5 +66,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 2: key health is what the server observed, persisted with when its state began.
+    ("ALTER TABLE keys ADD COLUMN health_since REAL",),
 )
 """Migration ``i`` (0-based) takes the schema from version ``i`` to ``i + 1``. Append only."""

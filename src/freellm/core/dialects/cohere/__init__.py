@@ -12,7 +12,7 @@ Three pure translations, none of which raises on any input:
 - :func:`fold_event` is one step of the stream translation: ``(StreamState, sse.Event) ->
   (StreamState, [chunk bytes])``. :class:`StreamFold` wraps it behind the interface of
   :class:`freellm.core.dialects.openai.StreamFold` (``step``, ``usage``, ``done``,
-  ``completion_chars``; :class:`~freellm.core.dialects.openai.StreamError` on an error).
+  ``completion_tokens``; :class:`~freellm.core.dialects.openai.StreamError` on an error).
 
 What is translated (OpenAI -> Cohere)
 -------------------------------------

@@ -20,6 +20,7 @@ from freellm.core.dialects.cohere.response import (
 )
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Event
+from freellm.core.tokens import estimate_text
 
 DONE: Final = b"data: [DONE]\n\n"
 
@@ -44,7 +45,7 @@ class StreamState:
     started: bool = False
     calls: tuple[int | None, ...] = ()
     usage: Usage | None = None
-    completion_chars: int = 0
+    completion_tokens: int = 0  # estimated from what was streamed, for a stream cut short
     chunks: int = 0
     done: bool = False
     failure: StreamFailure | None = None
@@ -83,15 +84,15 @@ def fold_event(state: StreamState, event: Event) -> tuple[StreamState, list[byte
         content = message.get("content")
         if isinstance(content, dict):
             if isinstance(content.get("text"), str) and content["text"]:
-                return _emit(state, [{"content": content["text"]}], len(content["text"]))
+                return _emit(state, [{"content": content["text"]}], estimate_text(content["text"]))
             if isinstance(content.get("thinking"), str) and content["thinking"]:
                 thought = content["thinking"]
-                return _emit(state, [{"reasoning_content": thought}], len(thought))
+                return _emit(state, [{"reasoning_content": thought}], estimate_text(thought))
         return state, []
     if kind == "tool-plan-delta":
         plan = message.get("tool_plan")
         if isinstance(plan, str) and plan:
-            return _emit(state, [{"content": plan}], len(plan))
+            return _emit(state, [{"content": plan}], estimate_text(plan))
         return state, []
     if kind == "tool-call-start":
         return _tool_call_start(state, data.get("index"), message.get("tool_calls"))
@@ -125,7 +126,7 @@ def _tool_call_start(
         "type": "function",
         "function": {"name": name, "arguments": arguments},
     }
-    return _emit(state, [{"tool_calls": [first]}], len(name) + len(arguments))
+    return _emit(state, [{"tool_calls": [first]}], estimate_text(name) + estimate_text(arguments))
 
 
 def _tool_call_delta(
@@ -139,7 +140,7 @@ def _tool_call_delta(
     if is_int(cohere_index) and cohere_index in state.calls:
         index = state.calls.index(cohere_index)
     piece = {"index": index, "function": {"arguments": arguments}}
-    return _emit(state, [{"tool_calls": [piece]}], len(arguments))
+    return _emit(state, [{"tool_calls": [piece]}], estimate_text(arguments))
 
 
 def _message_end(
@@ -168,7 +169,7 @@ def _message_end(
 
 
 def _emit(
-    state: StreamState, deltas: list[dict[str, Any]], chars: int = 0
+    state: StreamState, deltas: list[dict[str, Any]], tokens: int = 0
 ) -> tuple[StreamState, list[bytes]]:
     """The chunks of ``deltas``, after the role chunk if it has not gone out yet."""
     out: list[bytes] = []
@@ -179,7 +180,7 @@ def _emit(
         state,
         started=True,
         chunks=state.chunks + len(out),
-        completion_chars=state.completion_chars + chars,
+        completion_tokens=state.completion_tokens + tokens,
     )
     return changed, out
 
@@ -239,8 +240,8 @@ class StreamFold:
         return self.state.done
 
     @property
-    def completion_chars(self) -> int:
-        return self.state.completion_chars
+    def completion_tokens(self) -> int:
+        return self.state.completion_tokens
 
     @property
     def chunks(self) -> int:

@@ -13,7 +13,7 @@ Four pure translations, each a function of its input alone (no clock, no randomn
   With ``alt=sse`` every event is a whole ``GenerateContentResponse`` holding the next parts; there
   is no ``[DONE]``: the event carrying ``finishReason`` (and the final ``usageMetadata``) ends it.
   :class:`GeminiStreamFold` wraps the fold in :class:`~freellm.core.dialects.openai.StreamFold`'s
-  interface (SSE wire bytes out, ``usage``, ``done``, ``completion_chars``, :class:`StreamError`).
+  interface (SSE wire bytes out, ``usage``, ``done``, ``completion_tokens``, :class:`StreamError`).
   Responses and streams read parts through the same function, so a streamed answer assembles to
   exactly the message the same parts give unstreamed, tool-call ids included.
 - :func:`encode_call_id` / :func:`decode_call_id`: Gemini's ``thoughtSignature`` round trip.

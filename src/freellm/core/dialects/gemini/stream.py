@@ -23,6 +23,7 @@ from freellm.core.dialects.gemini.response import (
 )
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.sse import Event
+from freellm.core.tokens import estimate_text
 
 
 @attrs.frozen
@@ -129,7 +130,7 @@ class GeminiStreamFold:
         self.usage: Usage | None = None
         self.done = False
         self.chunks = 0
-        self.completion_chars = 0
+        self.completion_tokens = 0  # estimated from what was streamed, for a stream cut short
 
     def step(self, event: Event) -> list[bytes]:
         if self.done or not event.data.strip() or event.done:
@@ -145,7 +146,7 @@ class GeminiStreamFold:
             self.usage = usage_of(parsed)
         out = []
         for chunk in chunks:
-            self.completion_chars += _chars(chunk["choices"])
+            self.completion_tokens += _tokens(chunk["choices"])
             out.append(b"data: " + wire.dumps(chunk) + b"\n\n")
         self.chunks += len(out)
         if self.state.finished:
@@ -154,11 +155,11 @@ class GeminiStreamFold:
         return out
 
 
-def _chars(choices: Iterable[Mapping[str, Any]]) -> int:
+def _tokens(choices: Iterable[Mapping[str, Any]]) -> int:
     total = 0
     for choice in choices:
         delta = choice["delta"]
-        total += len(delta.get("content") or "")
+        total += estimate_text(delta.get("content") or "")
         for call in delta.get("tool_calls") or ():
-            total += len(call["function"]["arguments"])
+            total += estimate_text(call["function"]["arguments"])
     return total

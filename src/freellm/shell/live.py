@@ -1,0 +1,198 @@
+"""Settings that apply live: keys, their secrets, the chain and the unified key, from the store.
+
+Theory of operation
+-------------------
+The store is where settings live, and where the command line (another process) and, later, the
+dashboard change them. SQLite's ``PRAGMA data_version`` moves whenever another connection
+commits, and never for the server's own writes; :meth:`LiveSettings.refresh` asks for it once a
+second and, when it moved, reloads everything in one pass (:meth:`LiveSettings.load`): a change
+made with ``freellm keys ...``, ``chain set`` or ``token --regenerate`` reaches routing within
+about a second, with no version row for writers to remember and no restart.
+
+A reload opens only the secrets that are new or whose sealed bytes changed (in the vault helper
+process), and replaces the router's topology, keys and secrets together, in one transition: a
+key and its secret are one fact. A secret this server's encryption key cannot open stays out of
+routing (the server keeps running) until it is replaced.
+
+Key health has one source: what the server observes, in calls and probes, is the router state's
+``health``; :meth:`LiveSettings.save_health` writes its changes into the keys table, which is
+what ``freellm keys list`` and ``/api/keys`` read. The table row is also how a check made by the
+command line reaches the server: a row that differs from what this server last wrote or read was
+written by someone else, and the server adopts it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Final
+
+from freellm.core import health as health_
+from freellm.core import router
+from freellm.core.catalog import Catalog, ConfigError, apply_config
+from freellm.core.router import Key, Topology
+from freellm.shell.secrets import SecretsError
+from freellm.shell.state import StateHolder
+from freellm.shell.store import KeyRecord, Store
+from freellm.shell.vault_process import RemoteVault
+
+__all__ = ["UNIFIED_KEY_ID", "UNIFIED_KEY_SETTING", "LiveSettings", "health_of"]
+
+logger = logging.getLogger("freellm.settings")
+
+UNIFIED_KEY_SETTING: Final = "unified_key"
+UNIFIED_KEY_ID: Final = "unified"
+
+
+def health_of(record: KeyRecord) -> health_.KeyHealth:
+    """A key's health as the keys table holds it."""
+    state = health_.State(record.health) if record.health else health_.State.UNKNOWN
+    return health_.KeyHealth(state, record.health_since, record.last_check, record.last_error)
+
+
+class LiveSettings:
+    """Keeps ``holder``'s keys and chain, and :attr:`unified_key`, as the store says.
+
+    ``catalog`` is the catalog of the config file, before the chain the store may override.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        vault: RemoteVault,
+        holder: StateHolder,
+        catalog: Catalog,
+        *,
+        unified_key: str,
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.holder = holder
+        self.catalog = catalog
+        self.unified_key = unified_key
+        self._version: int | None = None
+        self._unified_blob: str | None = None
+        self._secrets: dict[str, tuple[bytes, str]] = {}  # key id: (sealed, secret)
+        self._unopenable: dict[str, bytes] = {}  # key id: the sealed bytes that did not open
+        self._seen: dict[str, tuple[str, health_.KeyHealth]] = {}  # id: (provider, as stored)
+        self._bad_chain: tuple[str, ...] | None = None
+
+    async def refresh(self) -> bool:
+        """Reload if another process changed the store since the last look; whether it did."""
+        version = await self.store.data_version()
+        if version == self._version:
+            return False
+        await self.load()
+        self._version = version
+        return True
+
+    async def load(self) -> None:
+        """Read keys, chain and unified key from the store and apply them, in one transition.
+
+        Raises ``RuntimeError`` if the vault helper fails, and the store's errors.
+        """
+        version = await self.store.data_version()
+        records = await self.store.list_keys()
+        chain = await self.store.get_chain()
+        blob = await self.store.get_setting(UNIFIED_KEY_SETTING)
+        await self._open_secrets(records)
+        if blob is not None and blob != self._unified_blob:
+            (self.unified_key,) = await self.vault.unseal_many(
+                [(UNIFIED_KEY_ID, "freellm", bytes.fromhex(blob))]
+            )
+            self._unified_blob = blob
+        # No await from here on: the state is read and replaced in one step.
+        keys = [
+            Key(record.provider, record.id, self._secrets[record.id][1])
+            for record in records
+            if record.enabled
+            and record.provider in self.catalog.providers
+            and record.id in self._secrets
+        ]
+        changed = self._adopt_health(records)
+        topology = Topology(self._with_chain(chain), keys)
+        self.holder.apply(partial(router.reconfigure, topology=topology, health=changed))
+        self._version = version
+
+    async def save_health(self) -> None:
+        """Write the health that changed since it was last written or read into the keys table."""
+        state = self.holder.state
+        rows = []
+        for key_id, (provider, stored) in self._seen.items():
+            current = state.health.of(provider, key_id)
+            if current != stored:
+                rows.append(
+                    (
+                        key_id,
+                        None if current.state is health_.State.UNKNOWN else current.state.value,
+                        current.since,
+                        current.checked_at,
+                        current.last_error,
+                    )
+                )
+                self._seen[key_id] = (provider, current)
+        if rows:
+            await self.store.record_key_healths(rows)
+
+    # -- internals --
+
+    async def _open_secrets(self, records: list[KeyRecord]) -> None:
+        """Open the secrets that are new or changed, one at a time: one that does not open must
+        not keep the others out."""
+        present = {record.id for record in records}
+        for gone in set(self._secrets) - present:
+            del self._secrets[gone]
+        for record in records:
+            if not record.enabled or record.provider not in self.catalog.providers:
+                continue
+            known = self._secrets.get(record.id)
+            if known is not None and known[0] == record.sealed:
+                continue
+            if self._unopenable.get(record.id) == record.sealed:
+                continue
+            try:
+                (secret,) = await self.vault.unseal_many(
+                    [(record.id, record.provider, record.sealed)]
+                )
+            except SecretsError:
+                logger.warning(
+                    "key %s (%s) does not open with this server's encryption key: it stays out"
+                    " of routing until it is replaced",
+                    record.id,
+                    record.provider,
+                )
+                self._unopenable[record.id] = record.sealed
+                self._secrets.pop(record.id, None)
+                continue
+            self._secrets[record.id] = (record.sealed, secret)
+
+    def _adopt_health(
+        self, records: list[KeyRecord]
+    ) -> dict[tuple[str, str], health_.KeyHealth | None]:
+        """Rows someone else wrote since this server last wrote or read them; and ``None`` for
+        the keys that left the store."""
+        changed: dict[tuple[str, str], health_.KeyHealth | None] = {}
+        present = set()
+        for record in records:
+            present.add(record.id)
+            stored = health_of(record)
+            seen = self._seen.get(record.id)
+            if seen is None or seen[1] != stored:
+                changed[record.provider, record.id] = stored
+            self._seen[record.id] = (record.provider, stored)
+        for key_id in set(self._seen) - present:
+            provider, _ = self._seen.pop(key_id)
+            changed[provider, key_id] = None
+        return changed
+
+    def _with_chain(self, chain: list[str] | None) -> Catalog:
+        """The config's catalog with the chain set in the store, if any and still valid."""
+        if not chain:
+            return self.catalog
+        try:
+            return apply_config(self.catalog, {"router": {"chain": chain}})
+        except ConfigError as exc:
+            if tuple(chain) != self._bad_chain:  # say it once, not every second
+                logger.warning("the stored chain is not valid with this config (%s)", exc)
+                self._bad_chain = tuple(chain)
+            return self.catalog
