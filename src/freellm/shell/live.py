@@ -95,7 +95,7 @@ class LiveSettings:
         records = await self.store.list_keys()
         chain = await self.store.get_chain()
         blob = await self.store.get_setting(UNIFIED_KEY_SETTING)
-        await self._open_secrets(records)
+        replaced = await self._open_secrets(records)
         if blob is not None and blob != self._unified_blob:
             (self.unified_key,) = await self.vault.unseal_many(
                 [(UNIFIED_KEY_ID, "freellm", bytes.fromhex(blob))]
@@ -110,6 +110,9 @@ class LiveSettings:
             and record.id in self._secrets
         ]
         changed = self._adopt_health(records)
+        for record in records:
+            if record.id in replaced:  # a new secret is a new key to health: it starts over
+                changed[record.provider, record.id] = None
         topology = Topology(self._with_chain(chain), keys)
         self.holder.apply(partial(router.reconfigure, topology=topology, health=changed))
         self._version = version
@@ -136,9 +139,10 @@ class LiveSettings:
 
     # -- internals --
 
-    async def _open_secrets(self, records: list[KeyRecord]) -> None:
+    async def _open_secrets(self, records: list[KeyRecord]) -> set[str]:
         """Open the secrets that are new or changed, one at a time: one that does not open must
-        not keep the others out."""
+        not keep the others out. Returns the ids whose secret was replaced."""
+        replaced = set()
         present = {record.id for record in records}
         for gone in set(self._secrets) - present:
             del self._secrets[gone]
@@ -164,7 +168,10 @@ class LiveSettings:
                 self._unopenable[record.id] = record.sealed
                 self._secrets.pop(record.id, None)
                 continue
+            if known is not None:
+                replaced.add(record.id)
             self._secrets[record.id] = (record.sealed, secret)
+        return replaced
 
     def _adopt_health(
         self, records: list[KeyRecord]

@@ -156,6 +156,12 @@ class FakeProvider:
 
     key_id = staticmethod(key_id)
 
+    def accept_key(self, secret: str) -> None:
+        """Accept ``secret`` from now on, as a provider does with a key made valid while it runs
+        (a fake that accepts any key is left as it is)."""
+        if self._digests is not None:
+            self._digests[_digest(secret)] = key_id(secret)
+
     def bind(self, origin: str) -> None:
         """Record where the fake is served (``http://127.0.0.1:PORT``)."""
         self._origin = origin.rstrip("/")
