@@ -185,9 +185,18 @@ async def _answer(
     await stream.send_all(
         conn.send(h11.Response(status_code=response.status_code, headers=headers))
     )
-    async for chunk in response.stream:
-        if chunk:
-            await stream.send_all(conn.send(h11.Data(data=chunk)))
+    # The handler's own async iterator (httpx keeps it as ``_stream``), closed if the client
+    # goes away mid-body; a body given as bytes is sent whole.
+    parts = getattr(response.stream, "_stream", None)
+    if isinstance(parts, bytes | type(None)):
+        await stream.send_all(conn.send(h11.Data(data=response.content)))
+    else:
+        try:
+            async for part in parts:
+                if part:
+                    await stream.send_all(conn.send(h11.Data(data=part)))
+        finally:
+            await parts.aclose()
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
