@@ -91,7 +91,7 @@ async def routed_via(proxy: Proxy, key: str | None = None) -> str:
             headers={"authorization": f"Bearer {key or proxy.key}"},
             json={"model": "auto", "messages": [{"role": "user", "content": opening}]},
         )
-    return answer.headers.get("x-routed-via", str(answer.status_code))
+    return str(answer.headers.get("x-routed-via", answer.status_code))
 
 
 # --- a stream's rate-limit headers -------------------------------------------------------------
