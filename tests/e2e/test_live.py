@@ -4,6 +4,7 @@ and the answers a misconfigured instance gives. Real server, fakes, SDK and comm
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ import trio
 from harness import CLIENT_GENERATORS, ENCRYPTION_KEY, Proxy, config_text, running_proxy
 from openai.types.chat import ChatCompletionMessageParam
 
+from freellm.shell.store import RequestRecord, Store
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
 
 pytestmark = CLIENT_GENERATORS  # the SDK's generators: see harness.py
@@ -292,3 +294,69 @@ async def test_a_body_session_id_keeps_a_conversation_on_its_model(tmp_path: Pat
     assert other.headers["x-routed-via"] == f"groq/{GROQ_MODEL}"
     # freellm's own field goes no further than freellm.
     assert all("session_id" not in request.body for request in cerebras.requests)
+
+
+# --- background work never takes the server down -----------------------------------------------
+
+
+async def test_a_failing_background_job_shows_in_readyz_and_the_server_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with two_providers(tmp_path) as (_, _, proxy):
+        broken = True
+        data_version = Store.data_version
+
+        async def flaky(self: Store) -> int:
+            if broken:
+                raise sqlite3.OperationalError("disk I/O error")
+            return await data_version(self)
+
+        monkeypatch.setattr(Store, "data_version", flaky)
+        async with httpx.AsyncClient(base_url=proxy.url) as http:
+
+            async def degraded() -> bool:
+                ready = (await http.get("/readyz")).json()
+                return bool(ready["status"] == "degraded")
+
+            await within(LIVE_S, degraded)
+            detail = (await http.get("/readyz")).json()["background"]
+            assert detail["settings"]["last_error"] == "OperationalError: disk I/O error"
+            assert detail["log writer"]["ok"]
+            assert await routed_via(proxy) == f"groq/{GROQ_MODEL}"  # it still serves
+            broken = False
+
+            async def ready() -> bool:
+                answer = await http.get("/readyz")
+                return answer.status_code == 200 and answer.json()["status"] == "ready"
+
+            await within(LIVE_S + 2, ready)  # the next try, after a backoff of 1 then 2 s
+
+
+async def test_the_request_log_keeps_keep_days_of_requests(tmp_path: Path) -> None:
+    async with open_fake_provider("groq", keys=["gsk-1"]) as groq:
+        config = config_text({"groq": groq}, {"groq": models("groq", GROQ_MODEL)}, [])
+        config += "\n[store]\nkeep_days = 2\n"
+        async with running_proxy(tmp_path / "data", config, {"groq": ["gsk-1"]}) as proxy:
+            runtime = proxy.runtime
+            now = runtime.clock()
+            for n, age_days in enumerate((3.0, 1.0)):
+                runtime.store.log_request(
+                    RequestRecord(
+                        id=f"req_{n}",
+                        at=now - age_days * 86_400,
+                        model="auto",
+                        routed_via=None,
+                        status=200,
+                        latency_ms=1.0,
+                        prompt_tokens=None,
+                        completion_tokens=None,
+                        attempts=0,
+                        stream=False,
+                        session=None,
+                        error=None,
+                    )
+                )
+            await runtime.store.flush()
+            await runtime.prune_log()  # the hourly round, now
+            kept = [record.id for record in await runtime.store.recent_requests()]
+    assert kept == ["req_1"]
