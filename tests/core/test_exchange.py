@@ -16,6 +16,7 @@ from freellm.core.attempt import FINAL, TRANSITIONS, Attempt, Bounds, Phase, Pro
 from freellm.core.catalog import Catalog, apply_config
 from freellm.core.chat import ChatShape, inspect_request
 from freellm.core.exchange import ClientPhase, Effect, Exchange, Send, Settle, Start
+from freellm.core.ledger import Ticket
 from freellm.core.outcome import TransportError
 from freellm.core.router import Key, RouterState, Topology
 
@@ -234,7 +235,10 @@ class Requests(RuleBasedStateMachine):
         self.now = NOW
         self.active: list[Exchange] = []
         self.serial = 0
-        self.reserved: set[int] = set()  # id() of the tickets admitted
+        # Tickets by identity (two can be equal by value); the list keeps them alive, so that
+        # no id() is reused.
+        self.tickets: list[Ticket] = []
+        self.reserved: set[int] = set()
         self.settled: list[int] = []
         self.writes: dict[str, list[Effect]] = {}
 
@@ -270,6 +274,7 @@ class Requests(RuleBasedStateMachine):
             return
         self.state = ex.admit(slot, self.state, now=self.now)
         if ex.attempt is not None and ex.attempt.phase is Phase.RESERVED:
+            self.tickets.append(ex.attempt.ticket)
             self.reserved.add(id(ex.attempt.ticket))
 
     def in_progress(self, index: int, *phases: Phase) -> Exchange | None:

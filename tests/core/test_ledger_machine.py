@@ -180,10 +180,13 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _check_refusal_is_explained(self, slot: Slot, tokens: int, refusal: Refusal) -> None:
         """The ledger may be stricter than exact, but only by what one bucket can hold; and at
-        ``retry_at``, with nothing else happening, the same request is admitted."""
+        ``retry_at``, with nothing else happening but the calls in flight ending (when, no one
+        can know: a concurrency cap's retry_at is when to look again), the same request is
+        admitted."""
         if refusal.retry_at is not None:
             assert refusal.retry_at > self.now
-            later = ledger.reserve(self.ledger, slot, tokens, now=refusal.retry_at)
+            ended = ledger.release_inflight(self.ledger)
+            later = ledger.reserve(ended, slot, tokens, now=refusal.retry_at)
             assert not isinstance(later, Refusal), f"still refused at retry_at: {later}"
         if refusal.reason.startswith("cooldown"):
             scopes = [

@@ -20,6 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from freellm.shell.store import RequestRecord, Store
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
+from freellm.web import server
 
 pytestmark = CLIENT_GENERATORS  # the SDK's generators: see harness.py
 
@@ -360,3 +361,38 @@ async def test_the_request_log_keeps_keep_days_of_requests(tmp_path: Path) -> No
             await runtime.prune_log()  # the hourly round, now
             kept = [record.id for record in await runtime.store.recent_requests()]
     assert kept == ["req_1"]
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a response, hypercorn starts the connection's keep-alive timer. The request must
+    not be cancelled while hypercorn does so (the end of a response also says
+    ``http.disconnect``), or a client that keeps its connection idle holds it open forever."""
+    configured = server.server_config
+
+    def short_keep_alive(host: str, port: int) -> Any:
+        config = configured(host, port)
+        config.keep_alive_timeout = 0.5
+        return config
+
+    monkeypatch.setattr(server, "server_config", short_keep_alive)
+    async with two_providers(tmp_path) as (_, _, proxy):
+        host, port = proxy.url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}'
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+            f"authorization: Bearer {proxy.key}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        async with stream:
+            await stream.send_all(head.encode() + body)
+            answer = b""
+            with trio.fail_after(5):
+                while b'"choices"' not in answer:
+                    answer += await stream.receive_some(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+            with trio.fail_after(3):  # closed by the server after 0.5 s idle, not held open
+                while data := await stream.receive_some(65536):
+                    answer += data

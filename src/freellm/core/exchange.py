@@ -127,6 +127,7 @@ class Send:
 
 StateChange = Observe | Settle | Bind
 Effect = Observe | Settle | Bind | Start | Send
+_WRITES: Final = (Start, Send)
 
 
 # --- one request --------------------------------------------------------------------------------
@@ -329,8 +330,13 @@ class Exchange:
 
     def _progress(self, attempt: Attempt, progress: Progress, now: float) -> list[Effect]:
         """The effects of what an event gave: chunks for the client, and the attempt's end."""
-        effects: list[Effect] = []
         outcome = progress.outcome
+        if outcome is None:  # the common case: a chunk of a stream, or of a body, and no end
+            if not progress.data:
+                return []
+            if self.client is ClientPhase.STARTED:
+                return [Send(progress.data)]
+        effects: list[Effect] = []
         if progress.data:
             last = outcome is not None and outcome.kind is Kind.SUCCESS
             if self.client is ClientPhase.IDLE:
@@ -343,8 +349,8 @@ class Exchange:
         if outcome is not None:
             effects += self._ended(attempt, outcome, now)
         # The state changes first, then the writes (see the module docstring).
-        return [e for e in effects if not isinstance(e, Start | Send)] + [
-            e for e in effects if isinstance(e, Start | Send)
+        return [e for e in effects if not isinstance(e, _WRITES)] + [
+            e for e in effects if isinstance(e, _WRITES)
         ]
 
     def _ended(self, attempt: Attempt, outcome: Outcome, now: float) -> list[Effect]:

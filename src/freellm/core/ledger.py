@@ -403,7 +403,7 @@ def observe(ledger: Ledger, slot: Slot, ceilings: Iterable[Ceiling], *, now: flo
         for limit in usage.limits
         if limit.until > now and (limit.dimension, limit.window) not in fresh
     )
-    usage = attrs.evolve(usage, limits=kept + tuple(fresh.values()))
+    usage = Usage(usage.minute, usage.day, usage.inflight, kept + tuple(fresh.values()))
     return Ledger(ledger.usage.set(key, usage), ledger.cooldowns)
 
 

@@ -456,4 +456,4 @@ def bind_session(state: RouterState, session: str | None, slot: Slot, *, now: fl
         ttl=settings.sticky_ttl_s,
         max_size=settings.max_sessions,
     )
-    return attrs.evolve(state, sessions=sessions)
+    return RouterState(state.topology, state.ledger, state.health, sessions)

@@ -215,26 +215,39 @@ def _parse_limit(text: str) -> int | None:
     return None if value is None else math.floor(value)
 
 
-def _ceiling(
-    headers: Mapping[str, str],
-    *,
-    dimension: Dimension,
-    window: WindowName,
-    suffix: str,
-    reset_at: float | None,
-) -> Ceiling | None:
-    """Return the ceiling in ``x-ratelimit-{limit,remaining}{suffix}``, or None.
+@attrs.frozen
+class _Row:
+    """One ceiling's headers: ``x-ratelimit-{remaining,limit,reset}<suffix>``, named once."""
+
+    dimension: Dimension
+    window: WindowName
+    remaining: str
+    limit: str
+    reset: str
+
+    @classmethod
+    def of(cls, dimension: Dimension, window: WindowName, suffix: str) -> "_Row":
+        names = (f"x-ratelimit-{part}{suffix}" for part in ("remaining", "limit", "reset"))
+        return cls(dimension, window, *names)
+
+
+def _ceiling(headers: Mapping[str, str], row: _Row, reset_at: float | None) -> Ceiling | None:
+    """Return the ceiling in ``row``'s headers, or None.
 
     A ceiling needs a parseable remaining count: a limit alone says nothing about what is left.
     """
-    remaining_text = headers.get(f"x-ratelimit-remaining{suffix}")
+    remaining_text = headers.get(row.remaining)
     remaining = None if remaining_text is None else _parse_remaining(remaining_text)
     if remaining is None:
         return None
-    limit_text = headers.get(f"x-ratelimit-limit{suffix}")
+    limit_text = headers.get(row.limit)
     limit = None if limit_text is None else _parse_limit(limit_text)
     return Ceiling(
-        dimension=dimension, window=window, remaining=remaining, limit=limit, reset_at=reset_at
+        dimension=row.dimension,
+        window=row.window,
+        remaining=remaining,
+        limit=limit,
+        reset_at=reset_at,
     )
 
 
@@ -246,46 +259,44 @@ def _relative_reset(text: str | None, *, now: float, parse: _Parser) -> float | 
     return None if delay is None else now + delay
 
 
+_GROQ_ROWS: Final = tuple(_Row.of(d, w, f"-{d}") for d, w in _GROQ_WINDOWS)
+_MISTRAL_ROWS: Final = tuple(_Row.of(d, w, f"-{d}") for d, w in _MISTRAL_WINDOWS)
+_CEREBRAS_ROWS: Final = tuple(_Row.of(d, w, f"-{d}-{w}") for d, w in _CEREBRAS_WINDOWS)
+_OPENROUTER_ROW: Final = _Row.of("requests", "unknown", "")
+
+
 def _groq_or_mistral(headers: Mapping[str, str], *, now: float) -> list[Ceiling]:
     is_groq = "x-ratelimit-reset-requests" in headers or "x-ratelimit-reset-tokens" in headers
-    windows = _GROQ_WINDOWS if is_groq else _MISTRAL_WINDOWS
-    rows = [(dimension, window, f"-{dimension}") for dimension, window in windows]
+    rows = _GROQ_ROWS if is_groq else _MISTRAL_ROWS
     return _read_rows(headers, rows, now=now, parse=parse_duration)
 
 
 def _cerebras(headers: Mapping[str, str], *, now: float) -> list[Ceiling]:
-    rows = [
-        (dimension, window, f"-{dimension}-{window}") for dimension, window in _CEREBRAS_WINDOWS
-    ]
-    return _read_rows(headers, rows, now=now, parse=_parse_nonnegative)
+    return _read_rows(headers, _CEREBRAS_ROWS, now=now, parse=_parse_nonnegative)
 
 
 def _read_rows(
-    headers: Mapping[str, str],
-    rows: list[tuple[Dimension, WindowName, str]],
-    *,
-    now: float,
-    parse: _Parser,
+    headers: Mapping[str, str], rows: tuple[_Row, ...], *, now: float, parse: _Parser
 ) -> list[Ceiling]:
     """Ceilings from ``x-ratelimit-{limit,remaining,reset}<suffix>`` for each row."""
     found: list[Ceiling] = []
-    for dimension, window, suffix in rows:
-        reset_at = _relative_reset(headers.get(f"x-ratelimit-reset{suffix}"), now=now, parse=parse)
-        ceiling = _ceiling(
-            headers, dimension=dimension, window=window, suffix=suffix, reset_at=reset_at
-        )
+    for row in rows:
+        if row.remaining not in headers:
+            continue  # the common case: most providers send none of them
+        reset_at = _relative_reset(headers.get(row.reset), now=now, parse=parse)
+        ceiling = _ceiling(headers, row, reset_at)
         if ceiling is not None:
             found.append(ceiling)
     return found
 
 
 def _openrouter(headers: Mapping[str, str]) -> list[Ceiling]:
-    reset_text = headers.get("x-ratelimit-reset")
+    if _OPENROUTER_ROW.remaining not in headers:
+        return []
+    reset_text = headers.get(_OPENROUTER_ROW.reset)
     reset_ms = None if reset_text is None else _parse_nonnegative(reset_text)
     reset_at = None if reset_ms is None else reset_ms / 1000
-    ceiling = _ceiling(
-        headers, dimension="requests", window="unknown", suffix="", reset_at=reset_at
-    )
+    ceiling = _ceiling(headers, _OPENROUTER_ROW, reset_at)
     return [] if ceiling is None else [ceiling]
 
 
@@ -298,6 +309,8 @@ def parse_ratelimit_headers(headers: Mapping[str, str], *, now: float) -> tuple[
     tokens-day), then OpenRouter. A ceiling whose remaining count is missing or unparseable is
     left out; an unparseable limit or reset becomes None. Nothing is raised.
     """
+    if not any(name.startswith("x-ratelimit-") for name in headers):
+        return ()
     return (
         *_groq_or_mistral(headers, now=now),
         *_cerebras(headers, now=now),

@@ -28,6 +28,7 @@ After a stream's ``[DONE]`` the client's response ends at once; the upstream bod
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -51,6 +52,8 @@ from freellm.shell.upstream import Upstreams, transport_error
 __all__ = ["AttemptLog", "Client", "Dispatcher", "RequestLog"]
 
 logger = logging.getLogger("freellm.dispatch")
+
+_NO_DEADLINE: Final = contextlib.nullcontext()
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -163,7 +166,8 @@ class Dispatcher:
         try:
             with trio.move_on_after(timeouts.total):
                 # A stream must bring its first chunk for the client within first_byte.
-                with trio.move_on_after(timeouts.first_byte if attempt.stream else timeouts.total):
+                first = trio.move_on_after(timeouts.first_byte) if attempt.stream else _NO_DEADLINE
+                with first:
                     answer = await self.upstreams.send(attempt.provider.id, attempt.outgoing)
                     await self._do(ex.head(answer.status, answer.headers, now=self.clock()), client)
                     while attempt.phase is Phase.HEAD:

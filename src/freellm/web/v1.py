@@ -143,7 +143,7 @@ class V1:
         session = _header(scope["headers"], b"x-session-id")
         client = _Client(send)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, client)
             await self.dispatcher.serve(
                 shape, data, client, session_header=session, request_id=request_id
             )
@@ -172,25 +172,32 @@ class V1:
 
 
 class _Client:
-    """The ASGI side of a request's answer, as the dispatcher writes it."""
+    """The ASGI side of a request's answer, as the dispatcher writes it. ``ended`` once the
+    last byte of the response is handed to the server."""
 
-    __slots__ = ("_send",)
+    __slots__ = ("_send", "ended")
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        self.ended = False
 
     async def start(self, status: int, headers: Headers) -> None:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def send(self, data: bytes, *, more: bool) -> None:
+        self.ended = not more
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, client: _Client) -> None:
+    """Cancel the request when its client goes away before its response ended. (Once it ended,
+    the server says ``http.disconnect`` too: the dispatcher may still be settling, or giving a
+    stream's connection back to its pool, and is left to finish.)"""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
+            if not client.ended:
+                scope.cancel()
             return
 
 
