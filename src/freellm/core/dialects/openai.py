@@ -122,7 +122,13 @@ class StreamFold:
         self.usage: Usage | None = None
         self.done = False
         self.chunks = 0
-        self.completion_tokens = 0  # estimated from what was streamed, for a stream cut short
+        self._streamed: list[str] = []  # the text of the chunks, for a stream cut short
+
+    @property
+    def completion_tokens(self) -> int:
+        """The estimate of what was streamed. Asked for only when a stream ends without usage,
+        so the text is kept and estimated once, as a whole, then."""
+        return estimate_text("".join(self._streamed))
 
     def step(self, event: Event) -> list[bytes]:
         if event.done:
@@ -145,10 +151,9 @@ class StreamFold:
                 chunk = None
             if isinstance(chunk, dict):
                 return self._chunk(chunk, data)
-        # The common chunk passes through unparsed; its (still escaped) text is estimated from a
-        # regex match, in case the stream breaks before the provider reports usage.
-        for match in _STREAMED_TEXT.finditer(data):
-            self.completion_tokens += estimate_text(match.group(1))
+        # The common chunk passes through unparsed; its (still escaped) text is kept from a regex
+        # match, in case the stream breaks before the provider reports usage.
+        self._streamed += _STREAMED_TEXT.findall(data)
         self.chunks += 1
         return [b"data: " + data.encode() + b"\n\n"]
 
@@ -168,12 +173,11 @@ class StreamFold:
                         changed = True
                         content = delta["content"]
                     if isinstance(content, str):
-                        self.completion_tokens += estimate_text(content)
+                        self._streamed.append(content)
                     for call in delta.get("tool_calls") or ():
                         function = call.get("function") if isinstance(call, dict) else None
                         if isinstance(function, dict):
-                            arguments = str(function.get("arguments") or "")
-                            self.completion_tokens += estimate_text(arguments)
+                            self._streamed.append(str(function.get("arguments") or ""))
         if usage is not None and not choices and not self._client_wants_usage:
             return []  # the usage-only chunk we asked for on the client's behalf
         if usage is not None and not self._client_wants_usage and "usage" in chunk:
