@@ -1,6 +1,7 @@
-"""The dispatch loop against scripted providers (httpx.MockTransport): failover, streams,
-cancellation and settlement. Every test takes trio's autojump clock (pytest-trio only honours a
-clock the test asks for by name): there are no sockets, so virtual time is exact."""
+"""The dispatch loop against scripted providers, through the real h11 transport over socket
+pairs: failover, streams, cancellation and settlement. Every test takes trio's autojump clock
+(pytest-trio only honours a clock the test asks for by name): no address, no network, and virtual
+time is exact."""
 
 from __future__ import annotations
 

@@ -320,13 +320,6 @@ async def test_a_cohere_stream_with_a_tool_call_is_relayed_as_openai_chunks(
     )
 
 
-# The relay stops reading at the error and closes the response; httpx's nested stream generators
-# (and MockTransport's) are then left to the garbage collector, which trio reports.
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object "
-    "(AsyncIteratorByteStream|BoundAsyncStream).__aiter__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 async def test_a_cohere_error_mid_stream_ends_with_an_error_event_and_done(
     harness_for: Any, autojump_clock: Any
 ) -> None:
