@@ -19,6 +19,7 @@ from freellm.core.exchange import ClientPhase, Effect, Exchange, Send, Settle, S
 from freellm.core.ledger import Ticket
 from freellm.core.outcome import TransportError
 from freellm.core.router import Key, RouterState, Topology
+from openai_wire import DONE, chunk, completion
 
 NOW = 1_780_000_000.0
 CONFIG = {
@@ -63,25 +64,7 @@ def admitted(state: RouterState, ex: Exchange) -> tuple[RouterState, Attempt]:
     raise AssertionError("nothing admitted")
 
 
-def chunk(text: str) -> bytes:
-    data = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    data["choices"] = [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
-    return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-
-COMPLETION = json.dumps(
-    {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-    }
-).encode()
-DONE = b"data: [DONE]\n\n"
+COMPLETION = json.dumps(completion("ok")).encode()
 
 
 # --- every row of the table --------------------------------------------------------------------

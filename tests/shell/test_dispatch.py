@@ -27,6 +27,7 @@ from scripted import (
 from freellm.core import ledger
 from freellm.core.catalog import Catalog, apply_config
 from freellm.core.outcome import Kind
+from openai_wire import USAGE_CHUNK, chunk, completion
 
 CONFIG = {
     "providers": {
@@ -59,36 +60,10 @@ async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
         yield make
 
 
-def completion(provider: str, text: str = "hi") -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
-
-
-def chunk(text: str) -> bytes:
-    delta = {"index": 0, "delta": {"content": text}, "finish_reason": None}
-    data = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    data["choices"] = [delta]
-    return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-
-USAGE_CHUNK = (
-    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
-    b'"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}\n\n'
-)
-
-
 async def test_a_success_says_where_it_went_and_settles_the_reported_usage(
     harness_for: Any,
 ) -> None:
-    h = await harness_for(lambda request: httpx.Response(200, json=completion("alpha")))
+    h = await harness_for(lambda request: httpx.Response(200, json=completion()))
     reply = await h.complete(body())
     assert reply.status == 200
     assert json.loads(reply.body)["choices"][0]["message"]["content"] == "hi"
@@ -112,7 +87,7 @@ async def test_a_429_moves_to_the_next_key_and_cools_the_first_down(
             return httpx.Response(
                 429, headers={"retry-after": "17"}, json={"error": {"message": "slow"}}
             )
-        return httpx.Response(200, json=completion("alpha"))
+        return httpx.Response(200, json=completion())
 
     h = await harness_for(handler)
     sent_at = h.dispatcher.clock()
@@ -148,7 +123,7 @@ async def test_a_5xx_skips_the_rest_of_that_provider(harness_for: Any, autojump_
     def handler(request: httpx.Request) -> httpx.Response:
         if provider_of(request) == "alpha":
             return httpx.Response(503, json={"error": {"message": "overloaded"}})
-        return httpx.Response(200, json=completion("beta"))
+        return httpx.Response(200, json=completion())
 
     h = await harness_for(handler)
     reply = await h.complete(body())
@@ -181,7 +156,7 @@ async def test_a_plain_400_goes_back_to_the_client_without_failover(
 async def test_an_unknown_model_is_404_and_calls_nobody(
     harness_for: Any, autojump_clock: Any
 ) -> None:
-    h = await harness_for(lambda r: httpx.Response(200, json=completion("alpha")))
+    h = await harness_for(lambda r: httpx.Response(200, json=completion()))
     request = body(model="nope")
     reply = await h.complete(request)
     assert reply.status == 404
@@ -193,7 +168,7 @@ async def test_a_timeout_moves_to_another_provider(harness_for: Any, autojump_cl
     async def handler(request: httpx.Request) -> httpx.Response:
         if provider_of(request) == "alpha":
             await trio.sleep_forever()
-        return httpx.Response(200, json=completion("beta"))
+        return httpx.Response(200, json=completion())
 
     h = await harness_for(handler)
     started = trio.current_time()
@@ -295,7 +270,7 @@ async def test_a_lone_surrogate_in_a_request_goes_upstream_escaped(
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert json.loads(request.content)["messages"][0]["content"] == half_emoji
-        answer = json.dumps(completion("alpha", text=half_emoji))  # escaped, as providers send it
+        answer = json.dumps(completion(half_emoji))  # escaped, as providers send it
         return httpx.Response(200, content=answer.encode())
 
     h = await harness_for(handler)

@@ -35,6 +35,7 @@ from freellm.core.catalog import Catalog, apply_config
 from freellm.core.dialects.adapters import OpenAIAdapter
 from freellm.core.outcome import Kind
 from freellm.core.router import Topology
+from openai_wire import DONE, chunk, completion
 
 CONFIG = {
     "providers": {
@@ -63,28 +64,6 @@ key_of = SCENARIO.key_of
 async def harness_for() -> AsyncIterator[Callable[[Handler], Any]]:
     async with harnesses(SCENARIO) as make:
         yield make
-
-
-def completion(text: str = "hi") -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
-
-
-def chunk(text: str) -> bytes:
-    data = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    data["choices"] = [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
-    return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
 
 
 def inflight(h: Any) -> int:

@@ -131,6 +131,16 @@ async def test_a_check_that_raises_marks_only_its_key_and_the_round_goes_on(
     assert holder.state.health.of("groq", "k2").state is health.State.HEALTHY
 
 
+def cloudflare_catalog() -> Catalog:
+    """Cloudflare at its own base URL: its key check is ``tokens/verify``."""
+    provider = {
+        "dialect": "openai",
+        "auth": "cloudflare",
+        "base_url": probes.DEFAULT_BASES["cloudflare"],
+    }
+    return apply_config(Catalog(), {"providers": {"cloudflare": provider}})
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -147,18 +157,7 @@ async def test_a_malformed_cloudflare_verify_answer_is_a_key_not_active_not_a_cr
 ) -> None:
     # Cloudflare's check has its own URL; served here by a scripted server over a socket pair.
     monkeypatch.setattr(probes, "CLOUDFLARE_VERIFY_URL", "http://api.cloudflare.test/verify")
-    catalog = apply_config(
-        Catalog(),
-        {
-            "providers": {
-                "cloudflare": {
-                    "dialect": "openai",
-                    "auth": "cloudflare",
-                    "base_url": probes.DEFAULT_BASES["cloudflare"],
-                }
-            }
-        },
-    )
+    catalog = cloudflare_catalog()
     served: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -176,18 +175,7 @@ async def test_a_malformed_cloudflare_verify_answer_is_a_key_not_active_not_a_cr
 
 async def test_an_active_cloudflare_token_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(probes, "CLOUDFLARE_VERIFY_URL", "http://api.cloudflare.test/verify")
-    catalog = apply_config(
-        Catalog(),
-        {
-            "providers": {
-                "cloudflare": {
-                    "dialect": "openai",
-                    "auth": "cloudflare",
-                    "base_url": probes.DEFAULT_BASES["cloudflare"],
-                }
-            }
-        },
-    )
+    catalog = cloudflare_catalog()
     active = {"success": True, "result": {"status": "active"}}
     async with trio.open_nursery() as nursery:
         connect = scripted_connect(lambda r: httpx.Response(200, json=active), nursery, [])
