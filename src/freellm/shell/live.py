@@ -95,12 +95,9 @@ class LiveSettings:
         records = await self.store.list_keys()
         chain = await self.store.get_chain()
         blob = await self.store.get_setting(UNIFIED_KEY_SETTING)
-        replaced = await self._open_secrets(records)
-        if blob is not None and blob != self._unified_blob:
-            (self.unified_key,) = await self.vault.unseal_many(
-                [(UNIFIED_KEY_ID, "freellm", bytes.fromhex(blob))]
-            )
-            self._unified_blob = blob
+        if blob == self._unified_blob:
+            blob = None  # unchanged: nothing to open
+        replaced = await self._open_secrets(records, blob)
         # No await from here on: the state is read and replaced in one step.
         keys = [
             Key(record.provider, record.id, self._secrets[record.id][1])
@@ -139,26 +136,43 @@ class LiveSettings:
 
     # -- internals --
 
-    async def _open_secrets(self, records: list[KeyRecord]) -> set[str]:
-        """Open the secrets that are new or changed, one at a time: one that does not open must
-        not keep the others out. Returns the ids whose secret was replaced."""
-        replaced = set()
+    async def _open_secrets(self, records: list[KeyRecord], unified: str | None) -> set[str]:
+        """Open the secrets that are new or changed, and the unified key's new blob (hex), if
+        any: all in one call of the vault helper (a process each), or, when one of them does
+        not open, one at a time, so that it keeps no other out. Returns the ids of the keys
+        whose secret was replaced.
+
+        Raises :class:`~freellm.shell.secrets.SecretsError` when the unified key does not open
+        (another encryption key wrote it): the server keeps the one it has.
+        """
         present = {record.id for record in records}
         for gone in set(self._secrets) - present:
             del self._secrets[gone]
-        for record in records:
-            if not record.enabled or record.provider not in self.catalog.providers:
-                continue
-            known = self._secrets.get(record.id)
-            if known is not None and known[0] == record.sealed:
-                continue
-            if self._unopenable.get(record.id) == record.sealed:
-                continue
-            try:
-                (secret,) = await self.vault.unseal_many(
-                    [(record.id, record.provider, record.sealed)]
-                )
-            except SecretsError:
+        todo = [
+            record
+            for record in records
+            if record.enabled
+            and record.provider in self.catalog.providers
+            and self._secrets.get(record.id, (None,))[0] != record.sealed
+            and self._unopenable.get(record.id) != record.sealed
+        ]
+        items = [(record.id, record.provider, record.sealed) for record in todo]
+        if unified is not None:
+            items.append((UNIFIED_KEY_ID, "freellm", bytes.fromhex(unified)))
+        if not items:
+            return set()
+        try:
+            opened: list[str | None] = list(await self.vault.unseal_many(items))
+        except SecretsError:
+            opened = [await self._open_one(*item) for item in items]
+        if unified is not None:
+            key = opened.pop()
+            if key is None:
+                raise SecretsError("the stored unified key does not open with this server's key")
+            self.unified_key, self._unified_blob = key, unified
+        replaced = set()
+        for record, secret in zip(todo, opened, strict=True):
+            if secret is None:
                 logger.warning(
                     "key %s (%s) does not open with this server's encryption key: it stays out"
                     " of routing until it is replaced",
@@ -168,10 +182,17 @@ class LiveSettings:
                 self._unopenable[record.id] = record.sealed
                 self._secrets.pop(record.id, None)
                 continue
-            if known is not None:
+            if record.id in self._secrets:
                 replaced.add(record.id)
             self._secrets[record.id] = (record.sealed, secret)
         return replaced
+
+    async def _open_one(self, key_id: str, provider: str, sealed: bytes) -> str | None:
+        try:
+            (secret,) = await self.vault.unseal_many([(key_id, provider, sealed)])
+        except SecretsError:
+            return None
+        return secret
 
     def _adopt_health(
         self, records: list[KeyRecord]

@@ -239,8 +239,17 @@ async def open_runtime(
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await store.save_state(STATE_NAME, runtime.snapshot())
-                await settings.save_health()
+                await _last_save("the router state", runtime.save_state)
+                await _last_save("key health", settings.save_health)
+
+
+async def _last_save(what: str, save: Callable[[], Any]) -> None:
+    """One last save on the way out; a failure is logged, not raised: the store still closes
+    (and writes the pending request log) after it."""
+    try:
+        await save()
+    except Exception:
+        logger.error("could not save %s on the way out", what, exc_info=True)
 
 
 async def _restore(holder: StateHolder, store: Store) -> None:
