@@ -189,6 +189,26 @@ async def test_keys_disable_enable_and_edit_reach_a_running_server(tmp_path: Pat
         assert [r.key_id for r in groq.requests if r.key_id is not None]  # the new secret's calls
 
 
+async def test_keys_added_and_removed_reach_a_running_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with two_providers(tmp_path, groq_keys=()) as (_, _, proxy):
+        assert await routed_via(proxy) == f"cerebras/{CEREBRAS_MODEL}"  # Groq has no key
+        status, out, _ = await cli(data, "keys", "add", "groq", "-", stdin=b"gsk-1\n")
+        assert status == 0
+        groq_key = out.split()[1]
+
+        async def groq_used() -> bool:
+            return await routed_via(proxy) == f"groq/{GROQ_MODEL}"
+
+        await within(LIVE_S, groq_used)
+        assert (await cli(data, "keys", "remove", groq_key))[0] == 0
+
+        async def groq_gone() -> bool:
+            return await routed_via(proxy) == f"cerebras/{CEREBRAS_MODEL}"
+
+        await within(LIVE_S, groq_gone)
+
+
 async def test_keys_list_shows_the_health_the_server_saw_in_traffic(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with two_providers(tmp_path, groq_keys=("gsk-wrong",)) as (_, _, proxy):
@@ -331,6 +351,22 @@ async def test_a_failing_background_job_shows_in_readyz_and_the_server_serves_on
                 return answer.status_code == 200 and answer.json()["status"] == "ready"
 
             await within(LIVE_S + 2, ready)  # the next try, after a backoff of 1 then 2 s
+
+
+async def test_a_state_save_that_fails_shows_in_readyz_and_the_server_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def disk_full(self: Store, name: str, value: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "save_state", disk_full)
+    async with two_providers(tmp_path) as (_, _, proxy):
+        async with httpx.AsyncClient(base_url=proxy.url) as http:
+            ready = await http.get("/readyz")
+            state = ready.json()["background"]["state"]
+            assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
+            assert state["last_error"] == "OperationalError: database or disk is full"
+        assert await routed_via(proxy) == f"groq/{GROQ_MODEL}"
 
 
 async def test_the_request_log_keeps_keep_days_of_requests(tmp_path: Path) -> None:
