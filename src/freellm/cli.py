@@ -26,11 +26,11 @@ from dotenv import load_dotenv
 
 from freellm import __version__
 from freellm.core import health as health_
-from freellm.core.catalog import Catalog, ConfigError
+from freellm.core.catalog import Catalog, ConfigError, with_chain
 from freellm.shell.config import load_catalog
 from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, health_of
 from freellm.shell.probes import probe_key
-from freellm.shell.runtime import open_runtime, read_unified_key, with_user_chain
+from freellm.shell.runtime import open_runtime, read_unified_key
 from freellm.shell.secrets import SecretsError, Vault, load_master_key, new_unified_key
 from freellm.shell.store import open_store
 from freellm.shell.upstream import open_upstreams
@@ -423,7 +423,7 @@ async def keys_edit(args: argparse.Namespace) -> int:
 
 async def chain_show(args: argparse.Namespace) -> int:
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
-        catalog = await with_user_chain(catalog, store)
+        catalog = with_chain(catalog, await store.get_chain() or ())
         for index, target in enumerate(catalog.chain_targets, 1):
             print(f"{index:2}. {target.name}")
         return 0
@@ -433,9 +433,7 @@ async def chain_show(args: argparse.Namespace) -> int:
 
 async def chain_set(args: argparse.Namespace) -> int:
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
-        from freellm.core.catalog import apply_config
-
-        apply_config(catalog, {"router": {"chain": list(args.entries)}})  # raises if unknown
+        with_chain(catalog, args.entries)  # raises ConfigError for an unknown entry
         await store.set_chain(list(args.entries))
         print(f"chain set: {len(args.entries)} entries (a running server uses it within 2 s)")
         return 0

@@ -23,7 +23,7 @@ import math
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -44,6 +44,7 @@ __all__ = [
     "Timeouts",
     "apply_config",
     "load_config_text",
+    "with_chain",
 ]
 
 _E = TypeVar("_E", bound=enum.Enum)
@@ -297,6 +298,15 @@ def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
         _apply_store(catalog.store, _table(config, "store")),
         _apply_timeouts(catalog.timeouts, _table(config, "timeouts")),
     )
+
+
+def with_chain(catalog: Catalog, chain: Sequence[str]) -> Catalog:
+    """``catalog`` with the fallback chain ``chain`` (``provider/model`` entries); an empty one
+    keeps the catalog's own. Raises :class:`ConfigError` for an entry that names no known
+    provider/model, or names one twice."""
+    if not chain:
+        return catalog
+    return apply_config(catalog, {"router": {"chain": list(chain)}})
 
 
 def _chain_targets(

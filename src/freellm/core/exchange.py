@@ -58,7 +58,6 @@ __all__ = [
     "Send",
     "Settle",
     "Start",
-    "StateChange",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -125,7 +124,6 @@ class Send:
     more: bool = True
 
 
-StateChange = Observe | Settle | Bind
 Effect = Observe | Settle | Bind | Start | Send
 _WRITES: Final = (Start, Send)
 

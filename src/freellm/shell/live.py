@@ -29,7 +29,7 @@ from typing import Final
 
 from freellm.core import health as health_
 from freellm.core import router
-from freellm.core.catalog import Catalog, ConfigError, apply_config
+from freellm.core.catalog import Catalog, ConfigError, with_chain
 from freellm.core.router import Key, Topology
 from freellm.shell.secrets import SecretsError
 from freellm.shell.state import StateHolder
@@ -215,12 +215,11 @@ class LiveSettings:
 
     def _with_chain(self, chain: list[str] | None) -> Catalog:
         """The config's catalog with the chain set in the store, if any and still valid."""
-        if not chain:
-            return self.catalog
+        entries = tuple(chain or ())
         try:
-            return apply_config(self.catalog, {"router": {"chain": chain}})
+            return with_chain(self.catalog, entries)
         except ConfigError as exc:
-            if tuple(chain) != self._bad_chain:  # say it once, not every second
+            if entries != self._bad_chain:  # say it once, not every second
                 logger.warning("the stored chain is not valid with this config (%s)", exc)
-                self._bad_chain = tuple(chain)
+                self._bad_chain = entries
             return self.catalog

@@ -30,7 +30,7 @@ import trio
 
 from freellm.core import ledger as ledger_
 from freellm.core import sessions as sessions_
-from freellm.core.catalog import Catalog, Timeouts, apply_config
+from freellm.core.catalog import Timeouts
 from freellm.core.router import RouterState, Topology
 from freellm.shell.background import Background
 from freellm.shell.config import load_catalog
@@ -44,7 +44,7 @@ from freellm.shell.store import AttemptRecord, RequestRecord, Store, open_store
 from freellm.shell.upstream import Upstreams, open_upstreams
 from freellm.shell.vault_process import RemoteVault
 
-__all__ = ["Runtime", "open_runtime", "read_unified_key", "with_user_chain"]
+__all__ = ["Runtime", "open_runtime", "read_unified_key"]
 
 logger = logging.getLogger("freellm.runtime")
 
@@ -162,14 +162,6 @@ async def read_unified_key(store: Store, vault: Vault | RemoteVault) -> tuple[st
         blob = vault.seal(UNIFIED_KEY_ID, "freellm", key)
     await store.set_setting(UNIFIED_KEY_SETTING, blob.hex())
     return key, True
-
-
-async def with_user_chain(catalog: Catalog, store: Store) -> Catalog:
-    """The catalog with the chain set by ``freellm chain set``, if any."""
-    chain = await store.get_chain()
-    if not chain:
-        return catalog
-    return apply_config(catalog, {"router": {"chain": chain}})
 
 
 @asynccontextmanager
