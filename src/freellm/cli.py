@@ -2,7 +2,7 @@
 
 ``serve`` opens the runtime (store, keys, state, background work), builds the web app and runs
 hypercorn under the same nursery. The other commands work on the store directly, so they also
-work while a server runs: the server picks up key changes within seconds.
+work while a server runs: it applies every change within about a second (shell.live).
 """
 
 from __future__ import annotations
