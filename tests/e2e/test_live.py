@@ -274,10 +274,9 @@ async def test_every_answer_with_attempts_carries_the_fallback_trail(tmp_path: P
             json={"model": "auto", "messages": USER},
         )
     assert answer.status_code == 200
+    # Provider, model and outcome per candidate: no secret, no key id.
     trail = f"groq/{GROQ_MODEL}=401,cerebras/{CEREBRAS_MODEL}=ok"
     assert answer.headers["x-fallback-trail"] == trail
-    assert "gsk" not in trail  # no secrets
-    assert "k_" not in trail  # no key ids
 
 
 async def test_a_body_session_id_keeps_a_conversation_on_its_model(tmp_path: Path) -> None:
