@@ -99,7 +99,7 @@ def log(store: Any, numbers: range) -> None:
 async def test_a_new_database_gets_every_table_at_the_latest_version(db: Path) -> None:
     async with open_store(db):
         pass
-    assert user_version(db) == len(MIGRATIONS) == 2
+    assert user_version(db) == len(MIGRATIONS)
     tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES
     indexes = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='index'")}
@@ -322,6 +322,19 @@ async def test_the_chain_is_none_until_set_and_is_replaced_whole(db: Path) -> No
         await store.set_chain(["groq/a", "groq/a"])
         await store.set_chain(None)
         assert await store.get_chain() is None
+
+
+async def test_a_switched_off_chain_entry_keeps_its_place_out_of_routing(db: Path) -> None:
+    async with open_store(db) as store:
+        await store.set_chain([("groq/a", True), ("google/b", False), ("groq/c", True)])
+        assert await store.get_chain() == ["groq/a", "groq/c"]
+        assert await store.get_chain_entries() == [
+            ("groq/a", True),
+            ("google/b", False),
+            ("groq/c", True),
+        ]
+        await store.set_chain(["mistral/x"])
+        assert await store.get_chain_entries() == [("mistral/x", True)]
 
 
 JSON_VALUES = [0, 1.5, "text", True, [1, "two", None], {"a": {"b": [1.25, None, False]}, "é": ""}]

@@ -35,6 +35,7 @@ __all__ = [
     "Caps",
     "Catalog",
     "ConfigError",
+    "DashboardSettings",
     "Dialect",
     "ModelSpec",
     "ProviderSpec",
@@ -180,6 +181,13 @@ class StoreSettings:
 
 
 @attrs.frozen
+class DashboardSettings:
+    """``[dashboard]``: how long a login to the dashboard lasts."""
+
+    session_hours: float = 168.0
+
+
+@attrs.frozen
 class Timeouts:
     """``[timeouts]``: the deadlines of one upstream call, in seconds."""
 
@@ -207,6 +215,7 @@ class Catalog:
     updated: str | None = None
     store: StoreSettings = StoreSettings()
     timeouts: Timeouts = Timeouts()
+    dashboard: DashboardSettings = DashboardSettings()
     chain_targets: tuple[Target, ...] = attrs.field(init=False, eq=False)
     by_model: Mapping[str, tuple[Target, ...]] = attrs.field(init=False, eq=False)
 
@@ -260,7 +269,9 @@ _MODEL_KEYS: Final = frozenset(
 _ROUTER_KEYS: Final = frozenset(
     {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
 )
-_TOP_KEYS: Final = frozenset({"providers", "router", "store", "timeouts", "updated", "source"})
+_TOP_KEYS: Final = frozenset(
+    {"providers", "router", "store", "timeouts", "dashboard", "updated", "source"}
+)
 _TIMEOUT_KEYS: Final = {"connect_s": "connect", "first_byte_s": "first_byte", "idle_s": "idle",
                         "total_s": "total", "drain_s": "drain"}  # fmt: skip
 _PROVIDER_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -297,6 +308,7 @@ def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
         None if updated is None else str(updated),
         _apply_store(catalog.store, _table(config, "store")),
         _apply_timeouts(catalog.timeouts, _table(config, "timeouts")),
+        _apply_dashboard(catalog.dashboard, _table(config, "dashboard")),
     )
 
 
@@ -421,6 +433,16 @@ def _apply_store(base: StoreSettings, table: Mapping[str, Any]) -> StoreSettings
     if "keep_days" in table:
         return StoreSettings(keep_days=_count(table, "store", "keep_days", minimum=1))
     return base
+
+
+def _apply_dashboard(base: DashboardSettings, table: Mapping[str, Any]) -> DashboardSettings:
+    _check_table(table, "dashboard", frozenset({"session_hours"}))
+    if "session_hours" not in table:
+        return base
+    hours = table["session_hours"]
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours < math.inf:
+        raise ConfigError("dashboard.session_hours", f"must be a finite number > 0, got {hours!r}")
+    return DashboardSettings(session_hours=float(hours))
 
 
 def _apply_timeouts(base: Timeouts, table: Mapping[str, Any]) -> Timeouts:

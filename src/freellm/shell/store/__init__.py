@@ -36,7 +36,7 @@ Error tree::
 """
 
 from freellm.shell.store.connection import StoreError, migrate
-from freellm.shell.store.database import FLUSH_AT, Store, open_store
+from freellm.shell.store.database import FLUSH_AT, Store, new_key_id, open_store
 from freellm.shell.store.records import AttemptRecord, KeyRecord, RequestRecord
 from freellm.shell.store.schema import MIGRATIONS
 
@@ -49,5 +49,6 @@ __all__ = [
     "Store",
     "StoreError",
     "migrate",
+    "new_key_id",
     "open_store",
 ]

@@ -40,7 +40,7 @@ FLUSH_AT: Final = 10_000
 """Pending requests at which the writer flushes at once instead of waiting for its tick."""
 
 
-def _new_key_id() -> str:
+def new_key_id() -> str:
     return "k_" + secrets.token_hex(4)
 
 
@@ -90,19 +90,30 @@ class Store:
         sealed: bytes | Callable[[str], bytes],
         *,
         created_at: float | None = None,
+        key_id: str | None = None,
     ) -> KeyRecord:
         """Store a new key under a fresh id (``k_`` and 8 hex digits) and return its record.
 
         ``sealed`` is usually a callable ``seal(key_id) -> bytes``: the id is the associated data
         of the seal, so the secret can only be sealed once the id is chosen. It is called once,
-        in the store's worker thread, so it must not touch trio. Plain bytes are stored as given.
+        in the store's worker thread, so it must not touch trio. Plain bytes are stored as given,
+        under ``key_id`` when one is given (from :func:`new_key_id`, sealed with it beforehand).
+
+        Raises :class:`StoreError` if a given ``key_id`` is taken.
         """
         at = time.time() if created_at is None else created_at
+        chosen = key_id
 
         def insert(connection: sqlite3.Connection) -> KeyRecord:
-            key_id = _new_key_id()
-            while connection.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone():
-                key_id = _new_key_id()  # 32 bits: a clash is rare, not impossible
+            taken = "SELECT 1 FROM keys WHERE id = ?"
+            if chosen is not None:
+                if connection.execute(taken, (chosen,)).fetchone():
+                    raise StoreError(f"there is already a key {chosen}")
+                key_id = chosen
+            else:
+                key_id = new_key_id()
+                while connection.execute(taken, (key_id,)).fetchone():
+                    key_id = new_key_id()  # 32 bits: a clash is rare, not impossible
             blob = sealed(key_id) if callable(sealed) else sealed
             record = KeyRecord(key_id, provider, label, True, at, None, None, None, bytes(blob))
             connection.execute(
@@ -207,22 +218,37 @@ class Store:
     # -- chain and settings --
 
     async def get_chain(self) -> list[str] | None:
-        """The user's fallback chain, or ``None`` when they never set one."""
+        """The user's fallback chain (its enabled entries), or ``None`` when they never set one."""
+        entries = await self.get_chain_entries()
+        if entries is None:
+            return None
+        return [entry for entry, enabled in entries if enabled]
 
-        def select(connection: sqlite3.Connection) -> list[str] | None:
-            rows = connection.execute("SELECT entry FROM chain ORDER BY position").fetchall()
-            return [entry for (entry,) in rows] or None
+    async def get_chain_entries(self) -> list[tuple[str, bool]] | None:
+        """Every entry of the user's chain with whether it is enabled, or ``None`` when they
+        never set one."""
+
+        def select(connection: sqlite3.Connection) -> list[tuple[str, bool]] | None:
+            rows = connection.execute(
+                "SELECT entry, enabled FROM chain ORDER BY position"
+            ).fetchall()
+            return [(entry, bool(enabled)) for entry, enabled in rows] or None
 
         return await self._read(select)
 
-    async def set_chain(self, entries: Sequence[str] | None) -> None:
-        """Replace the chain; ``None`` or an empty one removes the override (an empty chain
-        would route nothing)."""
-        rows = list(enumerate(entries or ()))
+    async def set_chain(self, entries: Sequence[str | tuple[str, bool]] | None) -> None:
+        """Replace the chain: ``provider/model`` entries, or ``(entry, enabled)`` pairs. ``None``
+        or an empty one removes the override (an empty chain would route nothing)."""
+        rows = [
+            (position, *((entry, True) if isinstance(entry, str) else entry))
+            for position, entry in enumerate(entries or ())
+        ]
 
         def replace(connection: sqlite3.Connection) -> None:
             connection.execute("DELETE FROM chain")
-            connection.executemany("INSERT INTO chain (position, entry) VALUES (?, ?)", rows)
+            connection.executemany(
+                "INSERT INTO chain (position, entry, enabled) VALUES (?, ?, ?)", rows
+            )
 
         await self._write(replace)
 

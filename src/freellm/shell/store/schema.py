@@ -68,5 +68,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 2: key health is what the server observed, persisted with when its state began.
     ("ALTER TABLE keys ADD COLUMN health_since REAL",),
+    # 3: a chain entry can be switched off (the dashboard) and keep its place.
+    ("ALTER TABLE chain ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1",),
 )
 """Migration ``i`` (0-based) takes the schema from version ``i`` to ``i + 1``. Append only."""
