@@ -28,6 +28,7 @@ from freellm.shell.store import (
 )
 
 TABLES = {"keys", "chain", "settings", "requests", "attempts", "state"}
+ROLLUPS = {"request_hours", "attempt_hours", "latency_days"}
 VAULT = Vault(bytes(range(32)))
 
 
@@ -101,9 +102,9 @@ async def test_a_new_database_gets_every_table_at_the_latest_version(db: Path) -
         pass
     assert user_version(db) == len(MIGRATIONS)
     tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == TABLES
+    assert tables == TABLES | ROLLUPS
     indexes = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='index'")}
-    assert "requests_at" in indexes
+    assert {"requests_window", "requests_failed", "attempts_window"} <= indexes
     plan = query(db, "EXPLAIN QUERY PLAN SELECT * FROM attempts WHERE request_id = 'x'")
     assert "USING INDEX" in plan[0][-1]
 

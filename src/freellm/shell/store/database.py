@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from freellm.core.analytics import Cells
 from freellm.shell.store.connection import (
     StoreError,
     close_connection,
@@ -30,6 +31,8 @@ from freellm.shell.store.records import (
     attempt_record,
     insert_logs,
     key_record,
+    prune_logs,
+    read_cells,
     request_record,
 )
 from freellm.shell.store.schema import MIGRATIONS
@@ -386,13 +389,36 @@ class Store:
 
         return await self._read(select)
 
+    async def failed_requests(self, limit: int = 100) -> list[RequestRecord]:
+        """The last ``limit`` requests written that failed (status >= 400), newest first."""
+
+        def select(connection: sqlite3.Connection) -> list[RequestRecord]:
+            # status >= 400, as written, is what lets SQLite use the partial index
+            # requests_failed: only failures are read, however rare.
+            rows = connection.execute(
+                f"SELECT {REQUEST_COLUMNS} FROM requests WHERE status >= 400"
+                " ORDER BY at DESC, rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [request_record(row) for row in rows]
+
+        return await self._read(select)
+
+    async def analytics_cells(self, since: int, until: int, step: int) -> Cells:
+        """The analytics cells of the requests written (not those still pending) that arrived
+        in ``[since, until)``, in timeline buckets of ``step`` seconds; whole seconds, ``since``
+        on a step (:func:`freellm.core.analytics.bounds` makes such windows).
+
+        In pieces, from the rollups and the log (:func:`.records.cell_queries`): merge them
+        (:func:`freellm.core.analytics.merge`; ``summarize`` does). All the queries run in one
+        call of the worker thread, so no flush comes between them.
+        """
+        return await self._read(lambda connection: read_cells(connection, since, until, step))
+
     async def prune_requests(self, before: float) -> int:
-        """Delete requests that arrived before ``before`` (and their attempts); how many."""
-
-        def delete(connection: sqlite3.Connection) -> int:
-            return connection.execute("DELETE FROM requests WHERE at < ?", (before,)).rowcount
-
-        return await self._write(delete)
+        """Delete requests that arrived before ``before`` (and their attempts), keeping the
+        rollups equal to the log; how many."""
+        return await self._write(lambda connection: prune_logs(connection, before))
 
     # -- closing --
 
