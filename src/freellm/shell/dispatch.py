@@ -24,6 +24,9 @@ attempt here becomes one event for the machine:
 
 After a stream's ``[DONE]`` the client's response ends at once; the upstream body is then given
 ``drain`` seconds to end, so that its connection can go back to the pool, else it is closed.
+
+Each request's log says when its answer's body began (:attr:`RequestLog.ttft_s`): the clock is
+read once, when the client's response starts, since its first body bytes go out right after.
 """
 
 from __future__ import annotations
@@ -95,6 +98,18 @@ class RequestLog:
     usage: Usage | None
     latency_s: float
     error: str | None = None
+    # Time to first token: from the request's start to the first bytes of the answer's body
+    # sent to the client (a stream's first chunk; a JSON answer's body), on the clock of
+    # latency_s. None when nothing answered (an error, or the client left first).
+    ttft_s: float | None = None
+
+
+@attrs.define
+class _Reply:
+    """Where one request's answer goes, and when the response started (trio's clock)."""
+
+    client: Client
+    started: float | None = None
 
 
 class Dispatcher:
@@ -140,6 +155,7 @@ class Dispatcher:
             bounds=self.bounds,
         )
         latencies: list[float] = []
+        reply = _Reply(client)
         try:
             for slot in ex.plan:
                 self.holder.apply(partial(ex.admit, slot, now=self.clock()))
@@ -148,18 +164,18 @@ class Dispatcher:
                     continue  # not admitted: the plan knows why
                 sent = trio.current_time()
                 try:
-                    await self._attempt(ex, attempt, client)
+                    await self._attempt(ex, attempt, reply)
                 finally:
                     latencies.append(trio.current_time() - sent)
                 if ex.answered:
                     return
-            await self._do(ex.exhausted(self.holder.state, now=self.clock()), client)
+            await self._do(ex.exhausted(self.holder.state, now=self.clock()), reply)
         finally:
-            self._log(ex, began, latencies)
+            self._log(ex, began, latencies, reply.started)
 
     # -- one attempt -------------------------------------------------------------------------
 
-    async def _attempt(self, ex: Exchange, attempt: Attempt, client: Client) -> None:
+    async def _attempt(self, ex: Exchange, attempt: Attempt, reply: _Reply) -> None:
         timeouts = self.upstreams.timeouts
         answer: Answer | None = None
         ended = False  # the upstream body ended cleanly
@@ -169,35 +185,35 @@ class Dispatcher:
                 first = trio.move_on_after(timeouts.first_byte) if attempt.stream else _NO_DEADLINE
                 with first:
                     answer = await self.upstreams.send(attempt.provider.id, attempt.outgoing)
-                    await self._do(ex.head(answer.status, answer.headers, now=self.clock()), client)
+                    await self._do(ex.head(answer.status, answer.headers, now=self.clock()), reply)
                     while attempt.phase is Phase.HEAD:
-                        ended = await self._read(ex, answer, client)
+                        ended = await self._read(ex, answer, reply)
                 while answer is not None and attempt.phase is Phase.STREAMING:
-                    ended = await self._read(ex, answer, client)
+                    ended = await self._read(ex, answer, reply)
             if attempt.phase not in FINAL:  # a deadline passed
-                await self._do(ex.fail(TransportError.TIMEOUT, now=self.clock()), client)
+                await self._do(ex.fail(TransportError.TIMEOUT, now=self.clock()), reply)
         except httpx.HTTPError as exc:
-            await self._do(ex.fail(transport_error(exc), now=self.clock()), client)
+            await self._do(ex.fail(transport_error(exc), now=self.clock()), reply)
         except trio.Cancelled:
             self._apply(ex.cancel(now=self.clock()))
             raise
         except Exception:
-            await self._crashed(ex, attempt, client)
+            await self._crashed(ex, attempt, reply)
         finally:
             if answer is not None and not ended:
                 await self._finish(attempt, answer)
 
-    async def _read(self, ex: Exchange, answer: Answer, client: Client) -> bool:
+    async def _read(self, ex: Exchange, answer: Answer, reply: _Reply) -> bool:
         """Feed the machine the answer's next bytes, or its end; whether it ended."""
         try:
             data = await answer.__anext__()
         except StopAsyncIteration:
-            await self._do(ex.end(now=self.clock()), client)
+            await self._do(ex.end(now=self.clock()), reply)
             return True
-        await self._do(ex.data(data, now=self.clock()), client)
+        await self._do(ex.data(data, now=self.clock()), reply)
         return False
 
-    async def _crashed(self, ex: Exchange, attempt: Attempt, client: Client) -> None:
+    async def _crashed(self, ex: Exchange, attempt: Attempt, reply: _Reply) -> None:
         """An exception no rule expected: log it once, and let the machine call the answer
         broken. Past the attempt's end (a write to a client that went away), the request is
         over instead."""
@@ -207,7 +223,7 @@ class Dispatcher:
             ex.cancel(now=self.clock())
             return
         note = "an unexpected error in freellm (logged) broke the answer"
-        await self._do(ex.crash(note, now=self.clock()), client)
+        await self._do(ex.crash(note, now=self.clock()), reply)
 
     async def _finish(self, attempt: Attempt, answer: Answer) -> None:
         """Give the connection back, or close it. After a stream's ``[DONE]``, its body gets a
@@ -228,13 +244,14 @@ class Dispatcher:
 
     # -- effects -----------------------------------------------------------------------------
 
-    async def _do(self, effects: list[Effect], client: Client) -> None:
+    async def _do(self, effects: list[Effect], reply: _Reply) -> None:
         """Carry out the machine's effects in order: state changes, then writes."""
         for effect in effects:
             if isinstance(effect, Start):
-                await client.start(effect.status, effect.headers)
+                await reply.client.start(effect.status, effect.headers)
+                reply.started = trio.current_time()  # the body's first bytes go out next
             elif isinstance(effect, Send):
-                await client.send(effect.data, more=effect.more)
+                await reply.client.send(effect.data, more=effect.more)
             else:
                 self.holder.apply(effect)
 
@@ -247,7 +264,9 @@ class Dispatcher:
 
     # -- the log -----------------------------------------------------------------------------
 
-    def _log(self, ex: Exchange, began: float, latencies: list[float]) -> None:
+    def _log(
+        self, ex: Exchange, began: float, latencies: list[float], started: float | None
+    ) -> None:
         attempts = tuple(
             AttemptLog(
                 provider=a.slot.provider,
@@ -272,6 +291,7 @@ class Dispatcher:
             usage=ex.usage,
             latency_s=trio.current_time() - began,
             error=ex.error,
+            ttft_s=None if ex.routed_via is None or started is None else started - began,
         )
         for observer in self.observers:
             observer(log)

@@ -128,6 +128,7 @@ class Runtime:
                 stream=entry.stream,
                 session=entry.session,
                 error=entry.error,
+                ttft_ms=None if entry.ttft_s is None else entry.ttft_s * 1000,
             ),
             [
                 AttemptRecord(
