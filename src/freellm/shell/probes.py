@@ -30,6 +30,7 @@ from freellm.shell.upstream import Upstreams
 __all__ = [
     "PROBE_INTERVAL_S",
     "PROBE_TICK_S",
+    "check_key",
     "is_due",
     "jittered",
     "probe_due",
@@ -114,26 +115,35 @@ async def probe_due(
         if is_due(state.health.of(key.provider, key.id).checked_at, now)
     ]
     for key in due:
-        provider = holder.state.catalog.providers.get(key.provider)
-        if provider is None or holder.state.topology.key(key.provider, key.id) != key:
-            continue  # removed, disabled or replaced meanwhile
-        try:
-            event, note = await probe_key(upstreams, provider, key.secret)
-        except Exception:
-            logger.error("checking key %s (%s) failed", key.id, key.provider, exc_info=True)
-            event, note = health.Event.PROBE_ERROR, "freellm could not check the key (logged)"
-        if holder.state.topology.key(key.provider, key.id) != key:
-            continue  # the answer is about a key that left while it was checked
-        holder.apply(
-            partial(
-                router.note_health,
-                provider=key.provider,
-                key=key.id,
-                event=event,
-                now=clock(),
-                error=note,
-            )
+        await check_key(holder, upstreams, key, clock=clock)
+
+
+async def check_key(
+    holder: StateHolder, upstreams: Upstreams, key: router.Key, *, clock: Callable[[], float]
+) -> None:
+    """Check one key of the topology now and apply what the check says to its health. A check
+    that raises is logged and counts as a failed check; a key that left or changed while it
+    was checked is left alone."""
+    provider = holder.state.catalog.providers.get(key.provider)
+    if provider is None or holder.state.topology.key(key.provider, key.id) != key:
+        return  # removed, disabled or replaced meanwhile
+    try:
+        event, note = await probe_key(upstreams, provider, key.secret)
+    except Exception:
+        logger.error("checking key %s (%s) failed", key.id, key.provider, exc_info=True)
+        event, note = health.Event.PROBE_ERROR, "freellm could not check the key (logged)"
+    if holder.state.topology.key(key.provider, key.id) != key:
+        return  # the answer is about a key that left while it was checked
+    holder.apply(
+        partial(
+            router.note_health,
+            provider=key.provider,
+            key=key.id,
+            event=event,
+            now=clock(),
+            error=note,
         )
+    )
 
 
 def jittered(tick: float, seed: int | None = None) -> Callable[[], float]:

@@ -35,7 +35,9 @@ from freellm.core.router import RouterState, Topology
 from freellm.shell.background import Background
 from freellm.shell.config import load_catalog
 from freellm.shell.dispatch import Dispatcher, RequestLog
+from freellm.shell.events import Events
 from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, LiveSettings
+from freellm.shell.logins import Logins
 from freellm.shell.metrics import Metrics
 from freellm.shell.probes import PROBE_TICK_S, jittered, probe_due
 from freellm.shell.secrets import Vault, load_master_key, new_unified_key, unified_key_matches
@@ -53,6 +55,7 @@ SETTINGS_EVERY_S: Final = 1.0
 PRUNE_EVERY_S: Final = 3600.0
 DAY_S: Final = 86_400.0
 STATE_NAME: Final = "router"
+REVOKED_SESSIONS_SETTING: Final = "revoked_sessions"
 
 
 @attrs.define
@@ -64,6 +67,9 @@ class Runtime:
     upstreams: Upstreams
     settings: LiveSettings
     background: Background
+    logins: Logins
+    events: Events = attrs.field(factory=Events)
+    tasks: trio.Nursery | None = None  # for short work started by a request, outliving it
     created_unified_key: bool = False
     ready: bool = False
     clock: Callable[[], float] = time.time
@@ -107,6 +113,35 @@ class Runtime:
         if version != self._saved_version:
             await self.store.save_state(STATE_NAME, self.snapshot())
             self._saved_version = version
+
+    async def save_logouts(self) -> None:
+        """Remember the sessions logged out before their time, across restarts."""
+        await self.store.set_setting(REVOKED_SESSIONS_SETTING, self.logins.revoked or None)
+
+    def publish(self, entry: RequestLog) -> None:
+        """A request, for the dashboard's live feed (no prompt, no key id)."""
+        if not self.events.subscribers:
+            return  # the common case: nobody is watching, and nothing is built
+        usage = entry.usage
+        self.events.publish(
+            "request",
+            {
+                "id": entry.id,
+                "at": entry.at,
+                "model": entry.model,
+                "routed_via": entry.routed_via,
+                "status": entry.status,
+                "latency_ms": round(entry.latency_s * 1000, 1),
+                "attempts": len(entry.attempts),
+                "prompt_tokens": None if usage is None else usage.prompt_tokens,
+                "completion_tokens": None if usage is None else usage.completion_tokens,
+                "trail": [
+                    {"target": f"{a.provider}/{a.model}", "outcome": a.outcome.value}
+                    for a in entry.attempts
+                ],
+                "error": entry.error,
+            },
+        )
 
     async def prune_log(self) -> None:
         keep_days = self.holder.state.catalog.store.keep_days
@@ -194,6 +229,13 @@ async def open_runtime(
         await settings.load()
         metrics = Metrics()
         background = Background(clock)
+        revoked = await store.get_setting(REVOKED_SESSIONS_SETTING)
+        logins = Logins(
+            lambda: settings.unified_key,
+            clock=clock,
+            lifetime_s=lambda: holder.state.catalog.dashboard.session_hours * 3600,
+            revoked=revoked if isinstance(revoked, dict) else None,
+        )
         runtime = Runtime(
             holder=holder,
             dispatcher=Dispatcher(holder, upstreams, clock=clock),
@@ -202,10 +244,11 @@ async def open_runtime(
             upstreams=upstreams,
             settings=settings,
             background=background,
+            logins=logins,
             created_unified_key=created,
             clock=clock,
         )
-        runtime.dispatcher.observers = (metrics.observe, runtime.log)
+        runtime.dispatcher.observers = (metrics.observe, runtime.log, runtime.publish)
 
         async def settings_round() -> None:
             await settings.refresh()
@@ -213,6 +256,7 @@ async def open_runtime(
 
         try:
             async with trio.open_nursery() as nursery:
+                runtime.tasks = nursery
                 jobs: list[tuple[str, Callable[[], Any], Any]] = [
                     ("log writer", store.write_round, 0.0),
                     ("settings", settings_round, SETTINGS_EVERY_S),
