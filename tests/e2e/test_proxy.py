@@ -394,7 +394,9 @@ async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
             assert entry["provider"] == "groq"
             assert "gsk-secret-1" not in listed.text
             chain = await http.get("/api/chain", headers={"x-api-key": proxy.key})
-            assert chain.json()["data"] == [f"groq/{GROQ_MODEL}"]
+            assert [(e["target"], e["enabled"]) for e in chain.json()["data"]] == [
+                (f"groq/{GROQ_MODEL}", True)
+            ]
             ready = (await http.get("/readyz")).json()
             assert ready["status"] == "ready"
             assert all(job["ok"] for job in ready["background"].values())

@@ -1,65 +1,535 @@
-"""``/api/...`` on quart-trio: the JSON the dashboard reads (same auth as ``/v1``).
+"""The dashboard's pages and its JSON ``/api``, on quart-trio.
 
 Imported only when the first such request arrives, so a server that only proxies never loads
-Quart (about 8 MB of RSS).
+Quart (about 8 MB of RSS). The two streaming routes of the dashboard, ``/api/events`` and the
+playground's ``/api/chat/completions``, are plain ASGI (:mod:`freellm.web.live`), in front.
+
+Every ``/api`` route but ``POST /api/login`` needs the session cookie or the unified key as
+bearer (:mod:`freellm.web.auth`); a call that changes something with the cookie also needs the
+``X-CSRF-Token`` header. Pages need the session and send whoever has none to ``/login``. Bodies
+are structured and checked by :mod:`freellm.web.bodies`; errors are OpenAI-shaped, as on ``/v1``.
+Every change applies at once: the handler reloads the live settings before it answers, so the
+next request routes by it.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Any, Final
+from urllib.parse import quote
 
-from quart import Response, request
+from quart import Response, redirect, render_template, request
 from quart_trio import QuartTrio
 
+from freellm.core import quotas as quotas_
+from freellm.core.catalog import ConfigError, with_chain
+from freellm.core.presets import PRESETS, preset
+from freellm.core.router import Key, RouterState
 from freellm.core.wire import error_body
+from freellm.shell import analytics as analytics_
+from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING
+from freellm.shell.logins import COOKIE, Login, Throttled
+from freellm.shell.probes import check_key
 from freellm.shell.runtime import Runtime
+from freellm.shell.secrets import new_unified_key
+from freellm.shell.store import KeyRecord, new_key_id
+from freellm.web.auth import Access, access, session_of
+from freellm.web.bodies import BadBody, ChainBody, KeyPatch, LoginBody, NewKey, parse
+from freellm.web.hints import hint_for
 
-__all__ = ["create_api"]
+__all__ = ["PAGES", "create_api"]
+
+PAGES: Final = {
+    "/": ("overview", "Overview"),
+    "/keys": ("keys", "Keys"),
+    "/chain": ("chain", "Fallback chain"),
+    "/playground": ("playground", "Playground"),
+    "/analytics": ("analytics", "Analytics"),
+    "/quotas": ("quotas", "Quotas"),
+}
+OPEN_PATHS: Final = frozenset({"/login", "/api/login"})
+MAX_REQUESTS_LISTED: Final = 200
+TTFT_WINDOW: Final = "7d"  # what the "fastest first" preset measures by
 
 
 def create_api(runtime: Runtime) -> QuartTrio:
-    quart = QuartTrio("freellm")
+    quart = QuartTrio("freellm.web", static_url_path="/static")
     # Quart cuts responses after 60 s by default; deadlines belong to the shell.
     quart.config["RESPONSE_TIMEOUT"] = None
     quart.config["BODY_TIMEOUT"] = None
+    quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    store, settings = runtime.store, runtime.settings
 
     @quart.before_request
-    async def authorize() -> Response | None:
-        if runtime.authorized(list(_raw_headers())):
+    async def authorize() -> Any:
+        path = request.path
+        if path.startswith("/static/") or path in OPEN_PATHS:
             return None
-        body = error_body(
-            "Missing or wrong API key.", "invalid_request_error", code="invalid_api_key"
+        headers = _raw_headers()
+        if path.startswith("/api/"):
+            allowed = access(runtime, request.method, headers)
+            if allowed is Access.DENIED:
+                return _error(
+                    401,
+                    "Log in, or send the unified freellm key as `Authorization: Bearer <key>`.",
+                    code="invalid_api_key",
+                )
+            if allowed is Access.NO_CSRF:
+                return _error(
+                    403,
+                    "This call changes something: send the page's CSRF token as X-CSRF-Token.",
+                    code="csrf_token_invalid",
+                )
+            return None
+        if session_of(runtime, headers) is None:
+            return redirect(f"/login?next={quote(path)}")
+        return None
+
+    @quart.after_request
+    async def no_store(response: Response) -> Response:
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+    # --- pages ------------------------------------------------------------------------------
+
+    async def page(path: str) -> str:
+        name, title = PAGES[path]
+        session = session_of(runtime, _raw_headers())
+        return await render_template(
+            f"{name}.html",
+            page=name,
+            title=title,
+            pages=PAGES,
+            csrf_token=session.csrf_token if session else "",
         )
-        return Response(body, status=401, content_type="application/json")
+
+    for path in PAGES:
+        quart.add_url_rule(path, f"page_{PAGES[path][0]}", _bind(page, path), methods=["GET"])
+
+    @quart.get("/login")
+    async def login_page() -> Any:
+        if session_of(runtime, _raw_headers()) is not None:
+            return redirect(_safe_next(request.args.get("next")))
+        return await render_template("login.html", page="login", title="Log in", pages={})
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    @quart.post("/api/login")
+    async def login() -> Response:
+        body = parse(await _body(), LoginBody)
+        if isinstance(body, BadBody):
+            return _bad(body)
+        client = request.remote_addr or "?"
+        opened = runtime.logins.login(body.token, client)
+        if isinstance(opened, Throttled):
+            wait = max(1, math.ceil(opened.retry_at - runtime.clock()))
+            response = _error(
+                429, f"Too many failed logins: try again in {wait} s.", code="rate_limited"
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
+        if opened is None:
+            return _error(401, "That is not the unified key.", code="invalid_api_key")
+        response = _json({"csrf_token": opened.csrf_token, "expires": opened.expires})
+        _set_cookie(response, opened)
+        return response
+
+    @quart.post("/api/logout")
+    async def logout() -> Response:
+        session = session_of(runtime, _raw_headers())
+        if session is not None:
+            runtime.logins.logout(session)
+            await runtime.save_logouts()
+        response = _json({"logged_out": True})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
+        return response
+
+    @quart.get("/api/token")
+    async def token() -> Response:
+        """The unified key, masked: it is never sent back once stored."""
+        return _json({"masked": _masked(runtime.unified_key)})
+
+    @quart.post("/api/token/regenerate")
+    async def regenerate() -> Response:
+        """A new unified key, shown once in this answer; every session (this one too) ends."""
+        key = new_unified_key()
+        sealed = await settings.vault.seal(UNIFIED_KEY_ID, "freellm", key)
+        await store.set_setting(UNIFIED_KEY_SETTING, sealed.hex())
+        await settings.load()
+        response = _json({"token": key, "masked": _masked(key)})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Strict")
+        return response
+
+    # --- keys -------------------------------------------------------------------------------
 
     @quart.get("/api/keys")
     async def keys() -> Response:
         """The provider keys, without their secrets."""
-        records = await runtime.store.list_keys()
-        health = runtime.holder.state.health  # what the server observed: the one source
-        listed = []
-        for key in records:
-            entry = health.of(key.provider, key.id)
-            listed.append(
-                {
-                    "id": key.id,
-                    "provider": key.provider,
-                    "label": key.label,
-                    "enabled": key.enabled,
-                    "health": entry.state.value,
-                    "last_check": entry.checked_at,
-                    "last_error": entry.last_error,
-                }
+        records = await store.list_keys()
+        return _json({"data": [_key_data(runtime, record) for record in records]})
+
+    @quart.post("/api/keys")
+    async def add_key() -> Response:
+        body = parse(await _body(), NewKey)
+        if isinstance(body, BadBody):
+            return _bad(body)
+        if body.provider not in runtime.holder.state.catalog.providers:
+            return _error(
+                400, f"There is no provider `{body.provider}` in the catalog.", param="provider"
             )
-        return Response(json.dumps({"data": listed}), content_type="application/json")
+        key_id = new_key_id()
+        secret = body.secret.strip()
+        sealed = await settings.vault.seal(key_id, body.provider, secret)
+        record = await store.add_key(body.provider, body.label.strip(), sealed, key_id=key_id)
+        await settings.load()
+        _check_soon(runtime, record)
+        return _json(_key_data(runtime, record), status=201)
+
+    @quart.route("/api/keys/<key_id>", methods=["PATCH"])
+    async def edit_key(key_id: str) -> Response:
+        body = parse(await _body(), KeyPatch)
+        if isinstance(body, BadBody):
+            return _bad(body)
+        record = await store.get_key(key_id)
+        if record is None:
+            return _no_key(key_id)
+        if body.enabled is None and body.label is None and body.secret is None:
+            return _error(400, "Send at least one of `enabled`, `label` and `secret`.")
+        if body.label is not None:
+            await store.set_key_label(key_id, body.label.strip())
+        if body.secret is not None:
+            sealed = await settings.vault.seal(key_id, record.provider, body.secret.strip())
+            await store.update_key_secret(key_id, sealed)
+        if body.enabled is not None:
+            await store.set_key_enabled(key_id, body.enabled)
+        await settings.load()
+        record = await store.get_key(key_id)
+        if record is None:  # removed by another process meanwhile
+            return _no_key(key_id)
+        if body.secret is not None or body.enabled:
+            _check_soon(runtime, record)
+        return _json(_key_data(runtime, record))
+
+    @quart.route("/api/keys/<key_id>", methods=["DELETE"])
+    async def remove_key(key_id: str) -> Response:
+        if not await store.remove_key(key_id):
+            return _no_key(key_id)
+        await settings.load()
+        return _json({"id": key_id, "deleted": True})
+
+    @quart.post("/api/keys/<key_id>/check")
+    async def check(key_id: str) -> Response:
+        record = await store.get_key(key_id)
+        if record is None:
+            return _no_key(key_id)
+        key = runtime.holder.state.topology.key(record.provider, key_id)
+        if key is None:
+            return _error(409, f"Key {key_id} is disabled or cannot be opened: enable it first.")
+        await check_key(runtime.holder, runtime.upstreams, key, clock=runtime.clock)
+        return _json(_key_data(runtime, record))
+
+    # --- chain and catalog ------------------------------------------------------------------
 
     @quart.get("/api/chain")
     async def chain() -> Response:
-        entries = list(runtime.holder.state.catalog.settings.chain)
-        return Response(json.dumps({"data": entries}), content_type="application/json")
+        return _json(await _chain_data(runtime))
+
+    @quart.put("/api/chain")
+    async def set_chain() -> Response:
+        body = parse(await _body(), ChainBody)
+        if isinstance(body, BadBody):
+            return _bad(body)
+        catalog = runtime.holder.state.catalog
+        seen: set[str] = set()
+        for n, entry in enumerate(body.entries):
+            provider_id, _, model_id = entry.target.partition("/")
+            provider = catalog.providers.get(provider_id)
+            if provider is None or model_id not in provider.models:
+                return _error(
+                    400,
+                    f"`{entry.target}` is not a model of the catalog.",
+                    param=f"entries[{n}].target",
+                )
+            if entry.target in seen:
+                return _error(
+                    400, f"`{entry.target}` is in the chain twice.", param=f"entries[{n}].target"
+                )
+            seen.add(entry.target)
+        enabled = [entry.target for entry in body.entries if entry.enabled]
+        if not enabled:
+            return _error(400, "Keep at least one entry of the chain enabled.", param="entries")
+        try:
+            with_chain(settings.catalog, enabled)
+        except ConfigError as exc:
+            return _error(400, str(exc), param="entries")
+        await store.set_chain([(entry.target, entry.enabled) for entry in body.entries])
+        await settings.load()
+        return _json(await _chain_data(runtime))
+
+    @quart.get("/api/catalog")
+    async def catalog() -> Response:
+        state = runtime.holder.state
+        counts: dict[str, int] = {}
+        for record in await store.list_keys():
+            counts[record.provider] = counts.get(record.provider, 0) + 1
+        providers = []
+        for provider in state.catalog.providers.values():
+            providers.append(
+                {
+                    "id": provider.id,
+                    "name": provider.name,
+                    "dialect": provider.dialect.value,
+                    "keys": counts.get(provider.id, 0),
+                    "key_hint": hint_for(provider.id),
+                    "models": [
+                        _model_data(provider.id, model) for model in provider.models.values()
+                    ],
+                }
+            )
+        entries = [entry for entry, _ in await _chain_entries(runtime)]
+        measured = await analytics_.analytics_report(store, TTFT_WINDOW, now=runtime.clock())
+        ttft = {
+            row["target"]: row["ttft_ms"]["p50"]
+            for row in measured["models"]
+            if row["target"] and row["ttft_ms"]["p50"] is not None
+        }
+        presets = {
+            name: preset(name, entries, state.catalog, keys=counts, ttft_ms=ttft)
+            for name in PRESETS
+        }
+        return _json({"providers": providers, "presets": presets})
+
+    # --- what happened ----------------------------------------------------------------------
+
+    @quart.get("/api/quotas")
+    async def quotas() -> Response:
+        view = quotas_.quota_view(runtime.holder.state, now=runtime.clock())
+        return _json(quotas_.to_data(view))
+
+    @quart.get("/api/analytics")
+    async def analytics() -> Response:
+        window = request.args.get("window", "24h")
+        try:
+            report = await analytics_.analytics_report(store, window, now=runtime.clock())
+        except ValueError as exc:
+            return _error(400, str(exc), param="window")
+        return _json(report)
+
+    @quart.get("/api/requests")
+    async def requests() -> Response:
+        raw = request.args.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_REQUESTS_LISTED:
+            return _error(
+                400, f"`limit` must be a whole number from 1 to {MAX_REQUESTS_LISTED}.", "limit"
+            )
+        failed = request.args.get("failed") in ("1", "true")
+        limit = int(raw)
+        rows = await (store.failed_requests(limit) if failed else store.recent_requests(limit))
+        listed = []
+        for row in rows:
+            attempts = await store.attempts_of(row.id)
+            listed.append(
+                {
+                    "id": row.id,
+                    "at": row.at,
+                    "model": row.model,
+                    "routed_via": row.routed_via,
+                    "status": row.status,
+                    "latency_ms": row.latency_ms,
+                    "prompt_tokens": row.prompt_tokens,
+                    "completion_tokens": row.completion_tokens,
+                    "stream": row.stream,
+                    "error": row.error,
+                    "attempts": [
+                        {
+                            "n": a.n,
+                            "target": f"{a.provider}/{a.model}",
+                            "status": a.status,
+                            "outcome": a.error_class,
+                            "latency_ms": a.latency_ms,
+                        }
+                        for a in attempts
+                    ],
+                }
+            )
+        return _json({"data": listed})
+
+    @quart.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        if request.path.startswith("/api/"):
+            return _error(404, f"Unknown endpoint {request.path}.", code="not_found")
+        return Response("Not found", status=404, content_type="text/plain")
+
+    @quart.errorhandler(405)
+    async def not_allowed(_: Exception) -> Response:
+        return _error(405, f"{request.method} is not allowed on {request.path}.")
+
+    @quart.errorhandler(413)
+    async def too_large(_: Exception) -> Response:
+        return _error(413, "The request body is too large.", code="request_too_large")
 
     return quart
 
 
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _bind(page: Any, path: str) -> Any:
+    async def view() -> str:
+        return str(await page(path))
+
+    return view
+
+
+async def _body() -> bytes:
+    data = await request.get_data()
+    return data if isinstance(data, bytes) else data.encode()
+
+
 def _raw_headers() -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+
+
+def _json(data: Any, *, status: int = 200) -> Response:
+    return Response(json.dumps(data), status=status, content_type="application/json")
+
+
+def _error(
+    status: int, message: str, param: str | None = None, *, code: str | None = None
+) -> Response:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = error_body(message, kind, param=param, code=code)
+    return Response(body, status=status, content_type="application/json")
+
+
+def _bad(body: BadBody) -> Response:
+    return _error(400, body.message, body.param)
+
+
+def _no_key(key_id: str) -> Response:
+    return _error(404, f"There is no key {key_id}.", code="not_found")
+
+
+def _set_cookie(response: Response, login: Login) -> None:
+    secure = request.scheme == "https"
+    response.set_cookie(
+        COOKIE,
+        login.cookie,
+        expires=login.expires,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site: never ``//elsewhere`` or a full URL."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _masked(secret: str) -> str:
+    return f"…{secret[-4:]}" if len(secret) >= 12 else "…"
+
+
+def _key_data(runtime: Runtime, record: KeyRecord) -> dict[str, Any]:
+    state = runtime.holder.state
+    entry = state.health.of(record.provider, record.id)
+    live = state.topology.key(record.provider, record.id)
+    requests, tokens = _used_today(state, record.provider, record.id, now=runtime.clock())
+    return {
+        "id": record.id,
+        "provider": record.provider,
+        "label": record.label,
+        "enabled": record.enabled,
+        "routable": live is not None,
+        "secret_tail": None if live is None else _masked(live.secret),
+        "health": entry.state.value,
+        "health_since": entry.since,
+        "last_check": entry.checked_at,
+        "last_error": entry.last_error,
+        "created_at": record.created_at,
+        "today": {"requests": requests, "tokens": tokens},
+    }
+
+
+def _used_today(state: RouterState, provider: str, key_id: str, *, now: float) -> tuple[int, int]:
+    """Requests and tokens the ledger counts against a key in its day window, all models."""
+    requests = tokens = 0
+    for (usage_provider, usage_key, _), usage in state.ledger.usage.items():
+        if usage_provider == provider and usage_key == key_id:
+            used_requests, used_tokens = usage.day.totals(now)
+            requests += used_requests
+            tokens += used_tokens
+    return requests, tokens
+
+
+def _model_data(provider: str, model: Any) -> dict[str, Any]:
+    caps = model.caps
+    return {
+        "id": model.id,
+        "target": f"{provider}/{model.id}",
+        "caps": {
+            "rpm": caps.rpm,
+            "rpd": caps.rpd,
+            "tpm": caps.tpm,
+            "tpd": caps.tpd,
+            "concurrency": caps.concurrency,
+        },
+        "account": model.account,
+        "context": model.context,
+        "max_output": model.max_output,
+        "tools": model.tools,
+        "vision": model.vision,
+        "json": model.json,
+    }
+
+
+async def _chain_entries(runtime: Runtime) -> list[tuple[str, bool]]:
+    """The chain with its switched-off entries: the store's if the user set one, else the
+    config's."""
+    stored = await runtime.store.get_chain_entries()
+    if stored is not None:
+        return stored
+    return [(entry, True) for entry in runtime.settings.catalog.settings.chain]
+
+
+async def _chain_data(runtime: Runtime) -> dict[str, Any]:
+    state = runtime.holder.state
+    view = quotas_.quota_view(state, now=runtime.clock())
+    targets = {target.target: target for target in view.targets}
+    stored = await runtime.store.get_chain_entries()
+    entries = []
+    for entry, enabled in stored or [(e, True) for e in runtime.settings.catalog.settings.chain]:
+        target = targets.get(entry)
+        entries.append(
+            {
+                "target": entry,
+                "enabled": enabled,
+                "keys": 0 if target is None else target.keys,
+                "servable_now": False if target is None else target.servable_now,
+                "retry_at": None if target is None else target.retry_at,
+            }
+        )
+    return {
+        "data": entries,
+        "source": "dashboard" if stored is not None else "config",
+        "in_use": list(state.catalog.settings.chain),
+    }
+
+
+def _check_soon(runtime: Runtime, record: KeyRecord) -> None:
+    """Check a key just added or changed, in the background: the page shows its health when
+    the check is done."""
+    key: Key | None = runtime.holder.state.topology.key(record.provider, record.id)
+    if key is None or runtime.tasks is None:
+        return
+    runtime.tasks.start_soon(
+        lambda: check_key(runtime.holder, runtime.upstreams, key, clock=runtime.clock)
+    )

@@ -2,9 +2,10 @@
 
 ``create_app(runtime)`` builds everything from the runtime it is given; nothing is built at import
 time. Requests for ``/v1/...``, ``/livez``, ``/readyz`` and ``/metrics`` never touch Quart;
-everything else (``/api/...`` and, later, the dashboard) goes to the quart-trio app, which is
-built on the first such request. The ASGI lifespan is answered here: the long-lived work runs in
-the runtime's nursery, not in Quart's.
+the dashboard's two streams (``/api/events``, the playground's ``/api/chat/completions``) are
+plain ASGI too (:mod:`freellm.web.live`); everything else (the dashboard's pages and ``/api/...``)
+goes to the quart-trio app, which is built on the first such request. The ASGI lifespan is
+answered here: the long-lived work runs in the runtime's nursery, not in Quart's.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import json
 from typing import Any
 
 from freellm.shell.runtime import Runtime
+from freellm.web.live import Live
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
 
 __all__ = ["create_app"]
 
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+LIVE_PATHS = frozenset({"/api/events", "/api/chat/completions"})
 
 
 def create_app(runtime: Runtime) -> Any:
     v1 = V1(runtime.dispatcher, runtime.authorized)
+    live = Live(runtime, v1)
     built: list[Any] = []
 
     def quart() -> Any:
@@ -46,6 +50,8 @@ def create_app(runtime: Runtime) -> Any:
         elif path == "/readyz":
             status, detail = runtime.readiness()
             await json_response(send, status, json.dumps(detail).encode())
+        elif path in LIVE_PATHS:
+            await live(scope, receive, send)
         elif path == "/metrics":
             body = runtime.metrics.render()
             await send(
