@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCK := constraints.txt
 
-.PHONY: serve test lint typecheck unit bench lock clean
+.PHONY: serve test lint typecheck unit bench screenshots lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ unit: $(VENV)/.test-installed
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Every dashboard page, light and dark, laptop and phone, into screenshots/ (with page weights).
+screenshots: $(VENV)/.test-installed
+	$(BIN)/pytest -q tests/e2e/test_dashboard_browser.py -k photographed
+	@cat screenshots/weights-light.txt
 
 bench: $(VENV)/.serve-installed
 	$(BIN)/python bench/core_bench.py
