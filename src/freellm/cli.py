@@ -165,6 +165,7 @@ async def serve(args: argparse.Namespace) -> int:
             partial(serve_runtime, runtime, args.host, args.port, shutdown_trigger=_signal)
         )
         print(f"freellm {__version__} serving {url}/v1", flush=True)
+        print(f"dashboard: {url}/ (log in with the unified key)", flush=True)
         if runtime.created_unified_key:
             print(
                 "your unified API key (shown once; `freellm token` prints it again): "
@@ -172,7 +173,10 @@ async def serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         if not runtime.holder.state.topology.keys:
-            print("no provider keys yet: add one with `freellm keys add PROVIDER KEY`")
+            print(
+                f"no provider keys yet: add one on {url}/keys"
+                " or with `freellm keys add PROVIDER KEY`"
+            )
     return 0
 
 
@@ -253,6 +257,7 @@ async def demo(args: argparse.Namespace) -> int:
                 'Gemini\'s and Cohere\'s own APIs answer for "model": "google/gemini-2.5-flash" '
                 'or "cohere/command-a-03-2025".'
             )
+            print(f"The dashboard is at {url}/ (log in with the key above).")
             print("Ctrl-C stops it.", flush=True)
     return 0
 
