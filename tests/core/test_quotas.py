@@ -461,6 +461,15 @@ def test_targets_list_the_chain_then_the_catalog_and_a_target_without_keys() -> 
 
 
 @given(states())
+def test_used_today_is_the_day_rows_of_a_key_added_up(state: RouterState) -> None:
+    view = quota_view(state, now=NOW)
+    for key in state.topology.keys:
+        rows = [r for r in view.rows if (r.provider, r.key_id) == (key.provider, key.id)]
+        expected = (sum(r.rpd.used for r in rows), sum(r.tpd.used for r in rows))
+        assert quotas.used_today(state, key.provider, key.id, now=NOW) == expected
+
+
+@given(states())
 def test_left_is_cap_minus_used_never_negative(state: RouterState) -> None:
     view = quota_view(state, now=NOW)
     for row in view.rows:

@@ -19,8 +19,8 @@ from harness import CLIENT_GENERATORS, Proxy, config_text, running_proxy
 from freellm.core.sse import Decoder, Event
 from freellm.shell.logins import MAX_FAILURES
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
-from freellm.web.api import create_api
-from freellm.web.app import LIVE_PATHS
+from freellm.web.app import STREAM_PATHS
+from freellm.web.dashboard import create_dashboard
 
 pytestmark = CLIENT_GENERATORS
 
@@ -69,7 +69,7 @@ def error_of(answer: httpx.Response) -> dict[str, Any]:
 def routes(proxy: Proxy) -> list[tuple[str, str]]:
     """Every ``/api`` route, read off the app itself (so a new one cannot be left out), with a
     concrete path for each parameter."""
-    app = create_api(proxy.runtime)
+    app = create_dashboard(proxy.runtime)
     found = set()
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
@@ -79,7 +79,7 @@ def routes(proxy: Proxy) -> list[tuple[str, str]]:
             if method not in ("HEAD", "OPTIONS"):
                 found.add((method, path))
     found |= {("GET", "/api/events"), ("POST", "/api/chat/completions")}
-    assert {path for _, path in found} >= LIVE_PATHS
+    assert {path for _, path in found} >= STREAM_PATHS
     return sorted(found)
 
 
@@ -101,7 +101,11 @@ async def test_every_api_route_refuses_a_request_without_credentials(tmp_path: P
             answer = await http.get(page)
             assert answer.status_code == 302
             assert answer.headers["location"] == f"/login?next={page}"
-        assert (await http.get("/login")).status_code == 200
+        login = await http.get("/login")
+        assert login.status_code == 200
+        assert "script-src 'self'" in login.headers["content-security-policy"]
+        assert login.headers["x-frame-options"] == "DENY"
+        assert '<meta name="csrf-token" content="">' in login.text
         assert (await http.get("/livez")).status_code == 200
         assert (await http.get("/readyz")).status_code == 200
 

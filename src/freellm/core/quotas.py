@@ -97,6 +97,7 @@ __all__ = [
     "WindowQuota",
     "quota_view",
     "to_data",
+    "used_today",
 ]
 
 WINDOWS: Final = ("rpm", "tpm", "rpd", "tpd")
@@ -451,6 +452,18 @@ def _target(
 
 
 # --- plain data ----------------------------------------------------------------------------------
+
+
+def used_today(state: RouterState, provider: str, key_id: str, *, now: float) -> tuple[int, int]:
+    """Requests and tokens the ledger counts against one key in its day windows, all its models
+    (and its account-wide usage) together: the Keys page's "today"."""
+    requests = tokens = 0
+    for (usage_provider, usage_key, _), usage in state.ledger.usage.items():
+        if usage_provider == provider and usage_key == key_id:
+            used_requests, used_tokens = usage.day.totals(now)
+            requests += used_requests
+            tokens += used_tokens
+    return requests, tokens
 
 
 def to_data(view: QuotaView) -> dict[str, Any]:

@@ -1,15 +1,10 @@
-"""The dashboard's pages and its JSON ``/api``, on quart-trio.
+"""The dashboard's JSON ``/api``, on the quart-trio app of :mod:`freellm.web.dashboard`.
 
-Imported only when the first such request arrives, so a server that only proxies never loads
-Quart (about 8 MB of RSS). The two streaming routes of the dashboard, ``/api/events`` and the
-playground's ``/api/chat/completions``, are plain ASGI (:mod:`freellm.web.live`), in front.
-
-Every ``/api`` route but ``POST /api/login`` needs the session cookie or the unified key as
-bearer (:mod:`freellm.web.auth`); a call that changes something with the cookie also needs the
-``X-CSRF-Token`` header. Pages need the session and send whoever has none to ``/login``. Bodies
-are structured and checked by :mod:`freellm.web.bodies`; errors are OpenAI-shaped, as on ``/v1``.
-Every change applies at once: the handler reloads the live settings before it answers, so the
-next request routes by it.
+Who may call it is decided before any of these handlers runs (the dashboard's ``authorize``):
+the session cookie, with ``X-CSRF-Token`` on a call that changes something, or the unified key as
+bearer. Bodies are structured and checked by :mod:`freellm.web.bodies`; errors are OpenAI-shaped,
+as on ``/v1``. Every change applies at once: the handler reloads the live settings before it
+answers, so the next request routes by it.
 """
 
 from __future__ import annotations
@@ -17,15 +12,14 @@ from __future__ import annotations
 import json
 import math
 from typing import Any, Final
-from urllib.parse import quote
 
-from quart import Response, redirect, render_template, request
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from freellm.core import quotas as quotas_
 from freellm.core.catalog import ConfigError, with_chain
 from freellm.core.presets import PRESETS, preset
-from freellm.core.router import Key, RouterState
+from freellm.core.router import Key
 from freellm.core.wire import error_body
 from freellm.shell import analytics as analytics_
 from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING
@@ -34,87 +28,19 @@ from freellm.shell.probes import check_key
 from freellm.shell.runtime import Runtime
 from freellm.shell.secrets import new_unified_key
 from freellm.shell.store import KeyRecord, new_key_id
-from freellm.web.auth import Access, access, session_of
+from freellm.web.auth import session_of
 from freellm.web.bodies import BadBody, ChainBody, KeyPatch, LoginBody, NewKey, parse
 from freellm.web.hints import hint_for
 
-__all__ = ["PAGES", "create_api"]
+__all__ = ["error_response", "raw_headers", "register_api"]
 
-PAGES: Final = {
-    "/": ("overview", "Overview"),
-    "/keys": ("keys", "Keys"),
-    "/chain": ("chain", "Fallback chain"),
-    "/playground": ("playground", "Playground"),
-    "/analytics": ("analytics", "Analytics"),
-    "/quotas": ("quotas", "Quotas"),
-}
-OPEN_PATHS: Final = frozenset({"/login", "/api/login"})
 MAX_REQUESTS_LISTED: Final = 200
 TTFT_WINDOW: Final = "7d"  # what the "fastest first" preset measures by
 
 
-def create_api(runtime: Runtime) -> QuartTrio:
-    quart = QuartTrio("freellm.web", static_url_path="/static")
-    # Quart cuts responses after 60 s by default; deadlines belong to the shell.
-    quart.config["RESPONSE_TIMEOUT"] = None
-    quart.config["BODY_TIMEOUT"] = None
-    quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+def register_api(quart: QuartTrio, runtime: Runtime) -> None:
+    """Add the ``/api`` routes to ``quart``."""
     store, settings = runtime.store, runtime.settings
-
-    @quart.before_request
-    async def authorize() -> Any:
-        path = request.path
-        if path.startswith("/static/") or path in OPEN_PATHS:
-            return None
-        headers = _raw_headers()
-        if path.startswith("/api/"):
-            allowed = access(runtime, request.method, headers)
-            if allowed is Access.DENIED:
-                return _error(
-                    401,
-                    "Log in, or send the unified freellm key as `Authorization: Bearer <key>`.",
-                    code="invalid_api_key",
-                )
-            if allowed is Access.NO_CSRF:
-                return _error(
-                    403,
-                    "This call changes something: send the page's CSRF token as X-CSRF-Token.",
-                    code="csrf_token_invalid",
-                )
-            return None
-        if session_of(runtime, headers) is None:
-            return redirect(f"/login?next={quote(path)}")
-        return None
-
-    @quart.after_request
-    async def no_store(response: Response) -> Response:
-        if not request.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        return response
-
-    # --- pages ------------------------------------------------------------------------------
-
-    async def page(path: str) -> str:
-        name, title = PAGES[path]
-        session = session_of(runtime, _raw_headers())
-        return await render_template(
-            f"{name}.html",
-            page=name,
-            title=title,
-            pages=PAGES,
-            csrf_token=session.csrf_token if session else "",
-        )
-
-    for path in PAGES:
-        quart.add_url_rule(path, f"page_{PAGES[path][0]}", _bind(page, path), methods=["GET"])
-
-    @quart.get("/login")
-    async def login_page() -> Any:
-        if session_of(runtime, _raw_headers()) is not None:
-            return redirect(_safe_next(request.args.get("next")))
-        return await render_template("login.html", page="login", title="Log in", pages={})
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -127,20 +53,20 @@ def create_api(runtime: Runtime) -> QuartTrio:
         opened = runtime.logins.login(body.token, client)
         if isinstance(opened, Throttled):
             wait = max(1, math.ceil(opened.retry_at - runtime.clock()))
-            response = _error(
+            response = error_response(
                 429, f"Too many failed logins: try again in {wait} s.", code="rate_limited"
             )
             response.headers["Retry-After"] = str(wait)
             return response
         if opened is None:
-            return _error(401, "That is not the unified key.", code="invalid_api_key")
+            return error_response(401, "That is not the unified key.", code="invalid_api_key")
         response = _json({"csrf_token": opened.csrf_token, "expires": opened.expires})
         _set_cookie(response, opened)
         return response
 
     @quart.post("/api/logout")
     async def logout() -> Response:
-        session = session_of(runtime, _raw_headers())
+        session = session_of(runtime, raw_headers())
         if session is not None:
             runtime.logins.logout(session)
             await runtime.save_logouts()
@@ -178,7 +104,7 @@ def create_api(runtime: Runtime) -> QuartTrio:
         if isinstance(body, BadBody):
             return _bad(body)
         if body.provider not in runtime.holder.state.catalog.providers:
-            return _error(
+            return error_response(
                 400, f"There is no provider `{body.provider}` in the catalog.", param="provider"
             )
         key_id = new_key_id()
@@ -198,7 +124,7 @@ def create_api(runtime: Runtime) -> QuartTrio:
         if record is None:
             return _no_key(key_id)
         if body.enabled is None and body.label is None and body.secret is None:
-            return _error(400, "Send at least one of `enabled`, `label` and `secret`.")
+            return error_response(400, "Send at least one of `enabled`, `label` and `secret`.")
         if body.label is not None:
             await store.set_key_label(key_id, body.label.strip())
         if body.secret is not None:
@@ -228,7 +154,9 @@ def create_api(runtime: Runtime) -> QuartTrio:
             return _no_key(key_id)
         key = runtime.holder.state.topology.key(record.provider, key_id)
         if key is None:
-            return _error(409, f"Key {key_id} is disabled or cannot be opened: enable it first.")
+            return error_response(
+                409, f"Key {key_id} is disabled or cannot be opened: enable it first."
+            )
         await check_key(runtime.holder, runtime.upstreams, key, clock=runtime.clock)
         return _json(_key_data(runtime, record))
 
@@ -249,23 +177,25 @@ def create_api(runtime: Runtime) -> QuartTrio:
             provider_id, _, model_id = entry.target.partition("/")
             provider = catalog.providers.get(provider_id)
             if provider is None or model_id not in provider.models:
-                return _error(
+                return error_response(
                     400,
                     f"`{entry.target}` is not a model of the catalog.",
                     param=f"entries[{n}].target",
                 )
             if entry.target in seen:
-                return _error(
+                return error_response(
                     400, f"`{entry.target}` is in the chain twice.", param=f"entries[{n}].target"
                 )
             seen.add(entry.target)
         enabled = [entry.target for entry in body.entries if entry.enabled]
         if not enabled:
-            return _error(400, "Keep at least one entry of the chain enabled.", param="entries")
+            return error_response(
+                400, "Keep at least one entry of the chain enabled.", param="entries"
+            )
         try:
             with_chain(settings.catalog, enabled)
         except ConfigError as exc:
-            return _error(400, str(exc), param="entries")
+            return error_response(400, str(exc), param="entries")
         await store.set_chain([(entry.target, entry.enabled) for entry in body.entries])
         await settings.load()
         return _json(await _chain_data(runtime))
@@ -316,14 +246,14 @@ def create_api(runtime: Runtime) -> QuartTrio:
         try:
             report = await analytics_.analytics_report(store, window, now=runtime.clock())
         except ValueError as exc:
-            return _error(400, str(exc), param="window")
+            return error_response(400, str(exc), param="window")
         return _json(report)
 
     @quart.get("/api/requests")
     async def requests() -> Response:
         raw = request.args.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_REQUESTS_LISTED:
-            return _error(
+            return error_response(
                 400, f"`limit` must be a whole number from 1 to {MAX_REQUESTS_LISTED}.", "limit"
             )
         failed = request.args.get("failed") in ("1", "true")
@@ -358,31 +288,8 @@ def create_api(runtime: Runtime) -> QuartTrio:
             )
         return _json({"data": listed})
 
-    @quart.errorhandler(404)
-    async def not_found(_: Exception) -> Response:
-        if request.path.startswith("/api/"):
-            return _error(404, f"Unknown endpoint {request.path}.", code="not_found")
-        return Response("Not found", status=404, content_type="text/plain")
-
-    @quart.errorhandler(405)
-    async def not_allowed(_: Exception) -> Response:
-        return _error(405, f"{request.method} is not allowed on {request.path}.")
-
-    @quart.errorhandler(413)
-    async def too_large(_: Exception) -> Response:
-        return _error(413, "The request body is too large.", code="request_too_large")
-
-    return quart
-
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _bind(page: Any, path: str) -> Any:
-    async def view() -> str:
-        return str(await page(path))
-
-    return view
 
 
 async def _body() -> bytes:
@@ -390,7 +297,7 @@ async def _body() -> bytes:
     return data if isinstance(data, bytes) else data.encode()
 
 
-def _raw_headers() -> list[tuple[bytes, bytes]]:
+def raw_headers() -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
 
 
@@ -398,7 +305,7 @@ def _json(data: Any, *, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type="application/json")
 
 
-def _error(
+def error_response(
     status: int, message: str, param: str | None = None, *, code: str | None = None
 ) -> Response:
     kind = "invalid_request_error" if status < 500 else "server_error"
@@ -407,11 +314,11 @@ def _error(
 
 
 def _bad(body: BadBody) -> Response:
-    return _error(400, body.message, body.param)
+    return error_response(400, body.message, body.param)
 
 
 def _no_key(key_id: str) -> Response:
-    return _error(404, f"There is no key {key_id}.", code="not_found")
+    return error_response(404, f"There is no key {key_id}.", code="not_found")
 
 
 def _set_cookie(response: Response, login: Login) -> None:
@@ -427,13 +334,6 @@ def _set_cookie(response: Response, login: Login) -> None:
     )
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path of this site: never ``//elsewhere`` or a full URL."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    return target
-
-
 def _masked(secret: str) -> str:
     return f"…{secret[-4:]}" if len(secret) >= 12 else "…"
 
@@ -442,7 +342,7 @@ def _key_data(runtime: Runtime, record: KeyRecord) -> dict[str, Any]:
     state = runtime.holder.state
     entry = state.health.of(record.provider, record.id)
     live = state.topology.key(record.provider, record.id)
-    requests, tokens = _used_today(state, record.provider, record.id, now=runtime.clock())
+    requests, tokens = quotas_.used_today(state, record.provider, record.id, now=runtime.clock())
     return {
         "id": record.id,
         "provider": record.provider,
@@ -457,17 +357,6 @@ def _key_data(runtime: Runtime, record: KeyRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "today": {"requests": requests, "tokens": tokens},
     }
-
-
-def _used_today(state: RouterState, provider: str, key_id: str, *, now: float) -> tuple[int, int]:
-    """Requests and tokens the ledger counts against a key in its day window, all models."""
-    requests = tokens = 0
-    for (usage_provider, usage_key, _), usage in state.ledger.usage.items():
-        if usage_provider == provider and usage_key == key_id:
-            used_requests, used_tokens = usage.day.totals(now)
-            requests += used_requests
-            tokens += used_tokens
-    return requests, tokens
 
 
 def _model_data(provider: str, model: Any) -> dict[str, Any]:

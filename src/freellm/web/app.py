@@ -3,9 +3,9 @@
 ``create_app(runtime)`` builds everything from the runtime it is given; nothing is built at import
 time. Requests for ``/v1/...``, ``/livez``, ``/readyz`` and ``/metrics`` never touch Quart;
 the dashboard's two streams (``/api/events``, the playground's ``/api/chat/completions``) are
-plain ASGI too (:mod:`freellm.web.live`); everything else (the dashboard's pages and ``/api/...``)
-goes to the quart-trio app, which is built on the first such request. The ASGI lifespan is
-answered here: the long-lived work runs in the runtime's nursery, not in Quart's.
+plain ASGI too (:mod:`freellm.web.streams`); everything else (the dashboard's pages and
+``/api/...``) goes to the quart-trio app, which is built on the first such request. The ASGI
+lifespan is answered here: the long-lived work runs in the runtime's nursery, not in Quart's.
 """
 
 from __future__ import annotations
@@ -14,25 +14,25 @@ import json
 from typing import Any
 
 from freellm.shell.runtime import Runtime
-from freellm.web.live import Live
+from freellm.web.streams import Streams
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
 
 __all__ = ["create_app"]
 
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-LIVE_PATHS = frozenset({"/api/events", "/api/chat/completions"})
+STREAM_PATHS = frozenset({"/api/events", "/api/chat/completions"})
 
 
 def create_app(runtime: Runtime) -> Any:
     v1 = V1(runtime.dispatcher, runtime.authorized)
-    live = Live(runtime, v1)
+    streams = Streams(runtime, v1)
     built: list[Any] = []
 
     def quart() -> Any:
         if not built:
-            from freellm.web.api import create_api
+            from freellm.web.dashboard import create_dashboard
 
-            built.append(create_api(runtime))
+            built.append(create_dashboard(runtime))
         return built[0]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,8 +50,8 @@ def create_app(runtime: Runtime) -> Any:
         elif path == "/readyz":
             status, detail = runtime.readiness()
             await json_response(send, status, json.dumps(detail).encode())
-        elif path in LIVE_PATHS:
-            await live(scope, receive, send)
+        elif path in STREAM_PATHS:
+            await streams(scope, receive, send)
         elif path == "/metrics":
             body = runtime.metrics.render()
             await send(

@@ -2,6 +2,12 @@
 const NAMES = { rpm: "RPM", tpm: "TPM", rpd: "RPD", tpd: "TPD" };
 let latest = null;
 
+function filled(share) {
+  const span = el("span", { class: share >= 1 ? "full" : "" });
+  span.style.width = `${(share * 100).toFixed(1)}%`; // CSSOM: the page's policy allows no style attributes
+  return span;
+}
+
 function bar(name, w) {
   if (!w || w.cap === null || w.cap === undefined) {
     return [el("span", {}, NAMES[name]), el("span", { class: "muted" }, "no known cap"), el("span", {}, w && w.used ? fmt.num(w.used) + " used" : "")];
@@ -10,7 +16,7 @@ function bar(name, w) {
   const label = `${NAMES[name]}: ${fmt.num(w.used)} of ${fmt.num(w.cap)} used`;
   return [el("span", {}, NAMES[name]),
     el("div", { class: "bar", role: "meter", "aria-label": label, "aria-valuemin": "0", "aria-valuemax": String(w.cap), "aria-valuenow": String(Math.min(w.used, w.cap)) },
-      el("span", { class: share >= 1 ? "full" : "", style: `width:${(share * 100).toFixed(1)}%` })),
+      filled(share)),
     el("span", {}, `${fmt.num(w.used)} / ${fmt.num(w.cap)}`, w.resets_at ? el("span", { class: "hint" }, ` · ${name.endsWith("d") ? "resets" : "frees"} ${fmt.clock(w.resets_at)}`) : "")];
 }
 

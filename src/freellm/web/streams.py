@@ -21,7 +21,7 @@ from freellm.shell.runtime import Runtime
 from freellm.web.auth import Access, access
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
 
-__all__ = ["QUOTAS_EVERY_S", "Live"]
+__all__ = ["QUOTAS_EVERY_S", "Streams"]
 
 QUOTAS_EVERY_S: Final = 1.0
 PING_EVERY_S: Final = 15.0
@@ -32,7 +32,7 @@ SSE_HEADERS: Final = [
 ]
 
 
-class Live:
+class Streams:
     def __init__(self, runtime: Runtime, v1: V1) -> None:
         self.runtime = runtime
         self.v1 = v1
