@@ -10,6 +10,12 @@ function table(id, columns, rows) {
     [el("tr", {}, el("td", { colspan: columns.length, class: "muted" }, "Nothing in this window."))]));
 }
 
+// A bar per interval; errors as a narrower bar in front of their interval's requests.
+function bars(label, color, size) {
+  return { label, stroke: color, fill: color, width: 0, points: { show: false },
+    paths: uPlot.paths.bars({ size: [size, 40], align: 0 }) };
+}
+
 function drawTimeline(report) {
   const box = document.getElementById("timeline");
   const css = getComputedStyle(document.documentElement);
@@ -19,8 +25,8 @@ function drawTimeline(report) {
   const axis = { stroke: fg, grid: { stroke: line }, ticks: { stroke: line } };
   const options = {
     width: Math.max(280, box.clientWidth), height: 220,
-    series: [{}, { label: "requests", stroke: css.getPropertyValue("--accent").trim(), width: 2 },
-      { label: "errors", stroke: css.getPropertyValue("--bad").trim(), width: 2 }],
+    series: [{}, bars("requests", css.getPropertyValue("--accent").trim(), 0.7),
+      bars("errors", css.getPropertyValue("--bad").trim(), 0.35)],
     axes: [axis, axis],
     scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
   };
