@@ -16,8 +16,6 @@ from typing import Literal
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
-
 from browser import (
     CHAIN,
     LAPTOP,
@@ -29,6 +27,7 @@ from browser import (
     log_in,
     served,
 )
+from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
 PAGES = ["/", "/keys", "/chain", "/playground", "/analytics", "/quotas"]
 MAX_PAGE_BYTES = 150_000
