@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from freellm.shell.runtime import Runtime
-from freellm.web.streams import Streams
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
 
 __all__ = ["create_app"]
@@ -25,15 +24,21 @@ STREAM_PATHS = frozenset({"/api/events", "/api/chat/completions"})
 
 def create_app(runtime: Runtime) -> Any:
     v1 = V1(runtime.dispatcher, runtime.authorized)
-    streams = Streams(runtime, v1)
-    built: list[Any] = []
+    built: dict[str, Any] = {}  # the dashboard's parts, made when first asked for
 
     def quart() -> Any:
-        if not built:
+        if "quart" not in built:
             from freellm.web.dashboard import create_dashboard
 
-            built.append(create_dashboard(runtime))
-        return built[0]
+            built["quart"] = create_dashboard(runtime)
+        return built["quart"]
+
+    def streams() -> Any:
+        if "streams" not in built:
+            from freellm.web.streams import Streams
+
+            built["streams"] = Streams(runtime, v1)
+        return built["streams"]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -51,7 +56,7 @@ def create_app(runtime: Runtime) -> Any:
             status, detail = runtime.readiness()
             await json_response(send, status, json.dumps(detail).encode())
         elif path in STREAM_PATHS:
-            await streams(scope, receive, send)
+            await streams()(scope, receive, send)
         elif path == "/metrics":
             body = runtime.metrics.render()
             await send(
