@@ -97,6 +97,7 @@ class Topology:
     catalog: Catalog
     keys: tuple[Key, ...] = attrs.field(default=(), converter=_sorted_keys)
     slots: Mapping[tuple[str, str], tuple[Slot, ...]] = attrs.field(init=False, eq=False)
+    keyed_chain: tuple[Target, ...] = attrs.field(init=False, eq=False)
     _by_ref: Mapping[tuple[str, str], Key] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -109,6 +110,10 @@ class Topology:
                     Slot(provider_id, key_id, model, provider.daily_reset) for key_id in key_ids
                 )
         object.__setattr__(self, "slots", MappingProxyType(slots))
+        # The chain's targets that some key can serve: a request walks only these (most users
+        # have keys for a few providers of a long chain).
+        keyed = tuple(t for t in self.catalog.chain_targets if slots.get((t.provider, t.model.id)))
+        object.__setattr__(self, "keyed_chain", keyed)
         object.__setattr__(self, "_by_ref", MappingProxyType(by_ref))
 
     def key(self, provider: str, key_id: str) -> Key | None:
@@ -262,9 +267,17 @@ class Plan:
     def _ordered_targets(self) -> tuple[Target, ...]:
         catalog = self._state.catalog
         request = self._request
-        targets = catalog.chain_targets if request.model == AUTO else catalog.resolve(request.model)
+        topology = self._state.topology
+        if request.model == AUTO:
+            targets = topology.keyed_chain
+        else:
+            named = catalog.resolve(request.model)
+            if not named:
+                self.unknown_model = True
+                return ()
+            slots = topology.slots
+            targets = tuple(t for t in named if slots.get((t.provider, t.model.id)))
         if not targets:
-            self.unknown_model = request.model != AUTO
             return ()
         binding = sessions_.lookup(
             self._state.sessions,
