@@ -377,6 +377,20 @@ class Store:
 
         return await self._read(select)
 
+    async def requests_since(self, since: float) -> list[RequestRecord]:
+        """The requests written (not those still pending) that arrived at ``since`` or later,
+        oldest first (``freellm export-trace``)."""
+
+        def select(connection: sqlite3.Connection) -> list[RequestRecord]:
+            # ORDER BY at alone: the index requests_window, led by at, gives that order as it
+            # reads the range, where a tie-break by rowid would make SQLite sort every row.
+            rows = connection.execute(
+                f"SELECT {REQUEST_COLUMNS} FROM requests WHERE at >= ? ORDER BY at", (since,)
+            ).fetchall()
+            return [request_record(row) for row in rows]
+
+        return await self._read(select)
+
     async def attempts_of(self, request_id: str) -> list[AttemptRecord]:
         """The attempts written for ``request_id``, in order."""
 
