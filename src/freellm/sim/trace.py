@@ -34,10 +34,16 @@ that cannot be read raises :class:`TraceError` naming its line and field: no row
   (UTC wall clock, 7 fractional digits). Every request is a conversation of its own (null).
 - ``mooncake``: Mooncake's JSON lines, ``timestamp`` (ms), ``input_length``, ``output_length``
   and ``hash_ids`` (the prompt's 512-token blocks). A row whose ``hash_ids`` extend an earlier
-  row's (that row's list is a prefix of this one's, equal lists included) joins that row's
-  conversation, the deepest such row winning; any other row starts a conversation. They are
-  named ``c1``, ``c2``, ... in order of first appearance. A row without hash ids is a
-  conversation of its own that no row extends. Other keys are ignored.
+  row's joins that row's conversation, the deepest such row winning; any other row starts a
+  conversation. "Extend" is read on the earlier row's *full* blocks: its last block is usually
+  partial, and its hash changes as the conversation grows (matching whole lists finds almost no
+  conversation: 130 of 12,031 rows). And the match must go past the first block, which nearly
+  every row shares (a common system prompt: matching on it alone makes one conversation of the
+  whole trace). So a row joins an earlier one when that row's list without its last block has
+  at least :data:`MOONCAKE_MIN_BLOCKS` blocks and is a prefix of this row's list: on the public
+  conversation trace, 12,031 rows make 8,057 conversations. Conversations are named ``c1``,
+  ``c2``, ... in order of first appearance. A row with fewer hash ids is a conversation of its
+  own that no row extends. Other keys are ignored.
 - ``csv:MAPPING``: any CSV with a header line, given which column holds what::
 
       csv:at=COL,prompt=COL,completion=COL[,conversation=COL][,model=COL][,time=s|ms|iso]
@@ -435,6 +441,9 @@ def parse_azure(text: str | Iterable[str], *, source: str = "azure") -> Trace:
 
 # --- Mooncake -----------------------------------------------------------------------------------
 
+MOONCAKE_MIN_BLOCKS: Final = 2
+"""Full blocks a row must share with an earlier one to continue its conversation."""
+
 
 def parse_mooncake(text: str | Iterable[str], *, source: str = "mooncake") -> Trace:
     """Mooncake's JSON lines, conversations found by prefix (see the module docstring).
@@ -460,7 +469,9 @@ def parse_mooncake(text: str | Iterable[str], *, source: str = "mooncake") -> Tr
             raise TraceError(f"expected a list, got {hash_ids!r}", line=line, field="hash_ids")
         node = 0
         conversation = None
-        for hash_id in hash_ids:
+        full = len(hash_ids) - 1  # this row's full blocks: later rows may extend these
+        mark = 0  # the node where they end, if there are enough of them
+        for depth, hash_id in enumerate(hash_ids, start=1):
             if type(hash_id) is not int:
                 raise TraceError(
                     f"expected whole numbers, got {hash_id!r}", line=line, field="hash_ids"
@@ -469,12 +480,15 @@ def parse_mooncake(text: str | Iterable[str], *, source: str = "mooncake") -> Tr
             if child is None:
                 child = children[node, hash_id] = len(children) + 1
             node = child
-            conversation = ends.get(node, conversation)
+            if depth >= MOONCAKE_MIN_BLOCKS:
+                conversation = ends.get(node, conversation)
+            if depth == full and full >= MOONCAKE_MIN_BLOCKS:
+                mark = node
         if conversation is None:
             named += 1
             conversation = f"c{named}"
-        if hash_ids:
-            ends[node] = conversation
+        if mark:
+            ends.setdefault(mark, conversation)
         rows.append((t, prompt, completion, conversation, "auto"))
     return _from_rows(rows, 1_000, source)
 
