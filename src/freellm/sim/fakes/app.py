@@ -49,7 +49,9 @@ from freellm.sim.fakes.dialect import MODELS_PATH, Call, Dialect
 from freellm.sim.fakes.exchange import Exchange, Message, Receive, Send, lifespan, read_body
 from freellm.sim.fakes.faults import CHAT_PATH, Fault, FaultKind, FaultPlan
 from freellm.sim.fakes.gemini import GeminiDialect
+from freellm.sim.fakes.gemini_request import GeminiRequest
 from freellm.sim.fakes.openai import OpenAIDialect
+from freellm.sim.fakes.replies import ChatRequest
 
 ANONYMOUS: Final = "anonymous"
 REJECTED: Final = "<rejected>"
@@ -112,8 +114,9 @@ class FakeProvider:
     `keys` (None: any key, or none, is accepted) are the valid secrets; `models` maps each
     served model to its per-key caps (default: the flavor's models, uncapped); `account_caps`
     cap each key across all models. `clock` drives the caps' windows, `epoch` the ``created``
-    fields and OpenRouter's reset times; `seed` seeds the fault plan. Raises ``ValueError`` for
-    an unknown flavor.
+    fields and OpenRouter's reset times; `seed` seeds the fault plan. `reply_tokens` (opt in,
+    for the simulator's live replays) sizes each text reply: ``reply_tokens(request)`` words,
+    None for the usual rules (see :mod:`.replies`). Raises ``ValueError`` for an unknown flavor.
 
     Public state: `faults` (a :class:`FaultPlan`), `requests` (every :class:`RecordedRequest`,
     unless `record` is False), `served` (chat answers completed in full), `rate_limited` (429s
@@ -131,6 +134,7 @@ class FakeProvider:
         epoch: Callable[[], float] = time.time,
         seed: int = 0,
         record: bool = True,
+        reply_tokens: Callable[[ChatRequest], int | None] | None = None,
     ) -> None:
         self.dialect = make_dialect(flavor)
         self.flavor = flavor
@@ -141,6 +145,7 @@ class FakeProvider:
         self.faults = FaultPlan(seed=seed)
         self.requests: list[RecordedRequest] = []
         self.record = record
+        self.reply_tokens = reply_tokens
         self.served = 0
         self.rate_limited = 0
         self.cancelled = 0
@@ -379,6 +384,8 @@ class FakeProvider:
             error = self.dialect.model_not_found(request.model)
             await self._refuse(exchange, record, "not_found", error)
             return
+        if self.reply_tokens is not None:
+            request = _sized(request, self.reply_tokens)
         self._serial += 1
         answer = self.dialect.answer(request, self._serial, int(self._epoch()))
         kid = record.key_id or ANONYMOUS
@@ -398,3 +405,11 @@ class FakeProvider:
                 self.served += 1
 
         await send_answer(exchange, answer, headers, fault, settle)
+
+
+def _sized(request: Any, size: Callable[[ChatRequest], int | None]) -> Any:
+    """`request` with the reply length `size` gives it (Gemini's request holds a chat one)."""
+    if isinstance(request, GeminiRequest):
+        return attrs.evolve(request, chat=_sized(request.chat, size))
+    chat: ChatRequest = request
+    return attrs.evolve(chat, reply_tokens=size(chat))

@@ -20,6 +20,11 @@ Counting rules (exact, so tests can predict every number):
   placeholder for every property of the tool's JSON schema (none without properties); it costs
   (characters of name + arguments) / 4 tokens, rounded up, at least 1, and finishes with
   ``tool_calls``.
+- Sized replies (opt in: a fake made with ``reply_tokens``, which fills in
+  :attr:`ChatRequest.reply_tokens`): the text reply is cut or padded with `` ok`` words to
+  exactly that many words (at least one), before JSON mode wraps it (a schema's placeholder
+  is not sized) and before the stop sequences and the token limit cut it. The simulator's
+  live replays ask for answers of the lengths a trace recorded this way.
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ Finish = Literal["stop", "length", "stop_sequence", "tool_calls"]
 
 @attrs.frozen
 class ChatRequest:
-    """A chat request in the fakes' neutral form; `max_tokens` None means no limit."""
+    """A chat request in the fakes' neutral form; `max_tokens` None means no limit.
+
+    `reply_tokens` is not read from the wire: a fake sets it when it was made with
+    ``reply_tokens`` (see the module docstring); None keeps the counting rules above.
+    """
 
     model: str
     messages: tuple[Mapping[str, Any], ...]
@@ -49,6 +58,7 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     json_mode: bool = False
     json_schema: Any = None
+    reply_tokens: int | None = None
 
 
 def text_of(content: Any) -> str:
@@ -156,11 +166,19 @@ def _chosen_tool(request: ChatRequest) -> Mapping[str, Any] | None:
 
 def _reply_text(flavor: str, request: ChatRequest) -> str:
     text = f"fake-{flavor} says: {last_user_text(request.messages)[:40]}".rstrip()
+    if request.reply_tokens is not None:
+        text = _sized(text, request.reply_tokens)
     if not request.json_mode:
         return text
     if isinstance(request.json_schema, dict):
         return json.dumps(placeholder(request.json_schema))
     return json.dumps({"reply": text})
+
+
+def _sized(text: str, size: int) -> str:
+    """`text` cut or padded with `` ok`` to `size` words (at least one)."""
+    pieces = words(text)[: max(1, size)]
+    return "".join(pieces) + " ok" * (size - len(pieces))
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

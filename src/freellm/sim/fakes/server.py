@@ -15,6 +15,7 @@ from hypercorn.trio import serve
 
 from freellm.sim.fakes.app import FakeProvider
 from freellm.sim.fakes.caps import FakeCaps
+from freellm.sim.fakes.replies import ChatRequest
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
@@ -34,6 +35,7 @@ async def open_fake_provider(
     epoch: Callable[[], float] = time.time,
     seed: int = 0,
     record: bool = True,
+    reply_tokens: Callable[[ChatRequest], int | None] | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
 ) -> AsyncIterator[FakeProvider]:
@@ -53,6 +55,7 @@ async def open_fake_provider(
         epoch=epoch,
         seed=seed,
         record=record,
+        reply_tokens=reply_tokens,
     )
     config = Config()
     config.bind = [f"{host}:{port}"]
