@@ -13,7 +13,9 @@
   over more of the trace's time) and its figures are a lighter load's.
 
 Both use one key set (``--keys``, default below) whose caps bind on these traces: the served
-share shows it. CPU time is this process's (threads included) over the replayed requests.
+share shows it; ``429s`` are the calls the providers refused (freellm sends none past a cap it
+knows; live, a machine too busy for the speed can show a few: see ``freellm.sim.live``). CPU
+time is this process's (threads included) over the replayed requests.
 
 Run: ``.venv/bin/python bench/replay_bench.py [--traces DIR] [--rounds 3] [--keys P=N ...]
 [--live-trace NAME] [--live-requests 2000] [--live-speed 60] [--no-live] [--no-pin] [--json]``
@@ -95,6 +97,7 @@ def row(
         "requests": requests,
         "minutes": trace.duration / 60,
         "served": result.served_fraction,
+        "upstream_429": result.upstream_429,
         "wall_s": wall,
         "best_wall_s": best,
         "cpu_s": used,
@@ -127,14 +130,15 @@ def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'mode':<9} {'trace':<38} {'requests':>8} {'minutes':>7} {'served':>6} {'wall s':>7}"
+        f"{'mode':<9} {'trace':<38} {'requests':>8} {'minutes':>7} {'served':>6} {'429s':>5}"
+        f" {'wall s':>7}"
         f" {'cpu s':>7} {'req/s':>8} {'x real':>7} {'cpu us/req':>10} {'kept up':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['mode']:<9} {r['trace']:<38} {r['requests']:>8,} {fmt(r['minutes'], 1):>7}"
-            f" {fmt(r['served'] * 100, 0, '%'):>6} {fmt(r['wall_s'], 2):>7}"
+            f" {fmt(r['served'] * 100, 0, '%'):>6} {r['upstream_429']:>5} {fmt(r['wall_s'], 2):>7}"
             f" {fmt(r['cpu_s'], 2):>7} {fmt(r['requests_per_s']):>8}"
             f" {fmt(r['realtime_x']):>7} {fmt(r['cpu_us_per_request']):>10}"
             f" {fmt(r['kept_up'], 2):>7}"

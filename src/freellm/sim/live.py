@@ -25,17 +25,30 @@ Set-up:
   within a token of ``prompt_tokens`` (:func:`prompt_text`); it opens with ``Answer in N
   words.``, and the fakes, made with ``reply_tokens`` (their opt-in sized replies), answer with
   ``completion_tokens`` words, i.e. tokens. ``X-Session-Id`` is the request's conversation or
-  ``r{index}``: the session the core replay uses.
+  ``r{index}``: the session the core replay uses;
+- a warm-up: one small request to each provider before the trace's time starts, so that no
+  request of the trace pays for a first connection or code run for the first time (see below).
 
 Time is scaled on both sides. The server's clock (``clock=`` of ``open_runtime``: epoch seconds)
 and the fakes' clocks (their windows and their epoch) all read one :class:`VirtualClock`,
-``EPOCH + (trio.current_time() - t0) * speed``, which stands at ``EPOCH`` until the driver
-starts. The driver sends request ``i`` at ``t0 + at_i / speed`` of trio's clock, so a trace
-of an hour at ``speed=60`` takes a minute and every window (a minute, a day) holds what it
-holds in the trace's time. Timeouts stay real: they are trio deadlines of the server and the
-client. What is measured in time (latency, time to first byte) is converted back to virtual
-seconds (real seconds times ``speed``); it is the server's and the loopback's own time, scaled:
-the fakes answer at once, where the core replay's fleet models a provider's latency.
+``EPOCH + (trio.current_time() - t0) * speed``, which stands three days earlier until the
+driver starts (the warm-up's usage is then out of every window). The driver sends request ``i``
+at ``t0 + at_i / speed`` of trio's clock, so a trace of an hour at ``speed=60`` takes a minute
+and every window (a minute, a day) holds what it holds in the trace's time. Timeouts stay real:
+they are trio deadlines of the server and the client. What is measured in time (latency, time
+to first byte) is converted back to virtual seconds (real seconds times ``speed``); it is the
+server's and the loopback's own time, scaled: the fakes answer at once, where the core replay's
+fleet models a provider's latency.
+
+The way from the server to a fake takes scaled time too: a fake counts a call a little after
+the server reserved it (the loopback's milliseconds times ``speed``), and when one call's way is
+slower than the next one's, the fake may still count the first when the server's window has let
+it go. freellm's minute windows free a slot up to a second late on purpose (1 s buckets), which
+absorbs differences up to a second of trace time: a second divided by ``speed`` on the loopback.
+That holds once warmed up (unwarmed, a first request took 2 s of trace time at 15x on a loaded
+machine, and met a 429 a minute later) and at speeds the machine has room for; on a busy one a
+high speed can see the odd 429 from a fake, counted as a violation (seen at 20x with five busy
+processes on two cores, never at 10x), and it warns when it falls behind.
 
 What is counted, as the core replay counts it (:class:`~freellm.sim.replay.Tally`):
 
@@ -94,7 +107,7 @@ from freellm.sim.replay import EPOCH, MINUTE, PROGRESS_EVERY, TOOLS, Result, Tal
 from freellm.sim.trace import Trace, TraceRequest
 from freellm.web.server import serve_runtime
 
-__all__ = ["VirtualClock", "config_text", "prompt_text", "replay_live"]
+__all__ = ["LiveReplay", "VirtualClock", "config_text", "prompt_text", "replay_live", "run_live"]
 
 ANSWER_IN: Final = "Answer in {} words."
 # A 1x1 transparent PNG: what a request with images carries (freellm prices an image flat).
@@ -105,6 +118,7 @@ PIXEL: Final = (
 CLIENT_TIMEOUT_S: Final = 600.0  # real seconds; the server's own deadlines come first
 LOGS_GRACE_S: Final = 10.0  # real seconds for the server to record the last answers' requests
 LATE_S: Final = 1.0  # trace seconds: a driver this late (p95) says so
+WARM_UP_BEFORE_S: Final = 3 * 86_400.0  # the warm-up's time: out of every window by EPOCH
 
 logger = logging.getLogger("freellm.sim.live")
 
@@ -115,9 +129,10 @@ logger = logging.getLogger("freellm.sim.live")
 @attrs.define
 class VirtualClock:
     """Epoch seconds that run `speed` times faster than trio's clock, from ``EPOCH`` at
-    :meth:`start`; before it they stand at ``EPOCH``. Read only inside ``trio.run``."""
+    :meth:`start`; before it they stand at `before`. Read only inside ``trio.run``."""
 
     speed: float
+    before: float = EPOCH
     t0: float | None = None
 
     def start(self) -> float:
@@ -127,7 +142,7 @@ class VirtualClock:
 
     def now(self) -> float:
         if self.t0 is None:
-            return EPOCH
+            return self.before
         return EPOCH + (trio.current_time() - self.t0) * self.speed
 
 
@@ -386,6 +401,43 @@ async def replay_live(
     have, a catalog the fakes cannot enforce (:func:`fake_caps`) or that the config file cannot
     give the server.
     """
+    run = await run_live(
+        trace,
+        catalog,
+        keys,
+        speed=speed,
+        seed=seed,
+        concurrency=concurrency,
+        progress=progress,
+    )
+    return run.result
+
+
+@attrs.frozen
+class LiveReplay:
+    """A live replay's figures, and when the server took each request of the trace.
+
+    `taken_at` holds, per request of the trace, the time on the server's clock when its
+    dispatcher took the request, in the trace's seconds (its ``at`` when the machine kept up;
+    later when the driver or the server fell behind), or None for a request the server did not
+    record (the client got no answer).
+    """
+
+    result: Result
+    taken_at: tuple[float | None, ...]
+
+
+async def run_live(
+    trace: Trace,
+    catalog: Catalog,
+    keys: Mapping[str, int],
+    *,
+    speed: float = 1.0,
+    seed: int = 0,
+    concurrency: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> LiveReplay:
+    """:func:`replay_live`, with when the server took each request (:class:`LiveReplay`)."""
     if not (0 < speed < math.inf):
         raise ValueError(f"speed must be a finite number > 0, not {speed!r}")
     if concurrency < 1:
@@ -396,7 +448,7 @@ async def replay_live(
             raise ValueError(f"{provider!r} is not a provider of the catalog")
     caps = {provider: fake_caps(catalog.providers[provider]) for provider in ids}
     _check_catalog(catalog, list(ids))
-    clock = VirtualClock(speed)
+    clock = VirtualClock(speed, before=EPOCH - WARM_UP_BEFORE_S)
     encryption_key = secrets.token_hex(32)
     data_dir = Path(
         await trio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix="freellm-live-"))
@@ -438,8 +490,10 @@ async def replay_live(
             nursery = await stack.enter_async_context(trio.open_nursery())
             url = await nursery.start(serve_runtime, runtime, "127.0.0.1", 0)
             try:
+                firsts = {p: next(iter(catalog.providers[p].models), None) for p in fakes}
+                targets = [f"{p}/{model}" for p, model in firsts.items() if model is not None]
                 return await _drive(
-                    trace, runtime, url, clock, labels, fakes, concurrency, progress
+                    trace, runtime, url, clock, labels, fakes, targets, concurrency, progress
                 )
             finally:
                 nursery.cancel_scope.cancel()
@@ -470,9 +524,10 @@ async def _drive(
     clock: VirtualClock,
     labels: Mapping[str, str],
     fakes: Mapping[str, FakeProvider],
+    warm_up: Sequence[str],
     concurrency: int,
     progress: Callable[[int, int], None] | None,
-) -> Result:
+) -> LiveReplay:
     requests = trace.requests
     total = len(requests)
     speed = clock.speed
@@ -482,13 +537,15 @@ async def _drive(
     logged = trio.Event()
     expected = [math.inf]
 
+    warm_ups: set[str] = set()
+
     def observe(entry: RequestLog) -> None:
+        if entry.id in warm_ups:
+            return
         logs[entry.id] = entry
         if len(logs) >= expected[0]:
             logged.set()
 
-    dispatcher = runtime.dispatcher
-    dispatcher.observers = (*dispatcher.observers, observe)
     slots = trio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"authorization": f"Bearer {runtime.unified_key}", "content-type": "application/json"}
@@ -520,6 +577,10 @@ async def _drive(
             finally:
                 slots.release()
 
+        warm_ups.update(await _warm_up(client, warm_up))
+        rate_limited = sum(fake.rate_limited for fake in fakes.values())
+        dispatcher = runtime.dispatcher
+        dispatcher.observers = (*dispatcher.observers, observe)
         started_wall = time.perf_counter()
         start = clock.start()
         minute = -1
@@ -537,15 +598,13 @@ async def _drive(
                 if progress is not None and index % PROGRESS_EVERY == 0:
                     progress(index, total)
         seconds = time.perf_counter() - started_wall
-    _report_lag(
-        [(a.sent - start) * speed - r.at for a, r in zip(answers, requests, strict=True) if a]
-    )
     expected[0] = sum(1 for a in answers if a is not None and a.request_id is not None)
     if len(logs) < expected[0]:
         with trio.move_on_after(LOGS_GRACE_S):
             await logged.wait()
     if progress is not None:
         progress(total, total)
+    taken: list[float | None] = []
     for index, request in enumerate(requests):
         answer = answers[index]
         assert answer is not None
@@ -559,10 +618,33 @@ async def _drive(
             ttft_s=(answer.first_byte - answer.sent) * speed,
         )
         tally.attempts += len(entry.attempts) if entry is not None else 0
-    rate_limited = sum(fake.rate_limited for fake in fakes.values())
+        taken.append(entry.at - EPOCH if entry is not None else None)
+    rate_limited = sum(fake.rate_limited for fake in fakes.values()) - rate_limited
     tally.upstream_429 = rate_limited
     tally.cap_violations = rate_limited
-    return tally.result(policy="freellm", mode="live", seconds=seconds)
+    _report_lag([t - r.at for t, r in zip(taken, requests, strict=True) if t is not None])
+    result = tally.result(policy="freellm", mode="live", seconds=seconds)
+    return LiveReplay(result, tuple(taken))
+
+
+async def _warm_up(client: httpx.AsyncClient, targets: Sequence[str]) -> list[str]:
+    """One small request to each target (``provider/model``), before the trace's time starts
+    (the clock stands days earlier: out of every window by then); returns their request ids.
+
+    The first request over a path costs more (connections opened, code run for the first time):
+    a first call that reached its fake a second late in the trace's time would be counted there a
+    second after the server's ledger counted it, and could meet a 429 a minute later.
+    """
+    ids = []
+    for target in targets:
+        request = TraceRequest(at=0.0, prompt_tokens=50, completion_tokens=5, model=target)
+        body, session = request_body(request), {"x-session-id": f"warm-up {target}"}
+        async with client.stream(
+            "POST", "/v1/chat/completions", content=body, headers=session
+        ) as response:
+            await response.aread()
+            ids.append(response.headers.get("x-request-id", ""))
+    return ids
 
 
 def _routed(entry: RequestLog | None, labels: Mapping[str, str]) -> tuple[str, str, str] | None:
@@ -574,16 +656,18 @@ def _routed(entry: RequestLog | None, labels: Mapping[str, str]) -> tuple[str, s
 
 
 def _report_lag(late: list[float]) -> None:
-    """Say when requests were sent late (`late`: how late each was, in trace seconds): the trace
-    was then stretched, the same requests over more time, and the figures are a lighter load's."""
+    """Say when the server took requests late (`late`: how late each was, in trace seconds): the
+    trace was then stretched, the same requests over more time, and the figures are a lighter
+    load's."""
     if not late:
         return
     ordered = sorted(late)
     p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
     if p95 > LATE_S:
         logger.warning(
-            "the live replay fell behind the trace: requests were sent up to %.1f s late in the "
-            "trace's time (95%% of them within %.1f s); a lower speed replays it as recorded",
+            "the live replay fell behind the trace: the server took requests up to %.1f s late "
+            "in the trace's time (95%% of them within %.1f s); a lower speed replays it as "
+            "recorded",
             ordered[-1],
             p95,
         )
