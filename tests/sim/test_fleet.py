@@ -117,7 +117,7 @@ def test_a_fleet_answers_every_call_as_a_fake_provider_with_those_caps_would(
     model_caps: tuple[FakeCaps, FakeCaps], account: FakeCaps, calls: list[Any]
 ) -> None:
     caps = dict(zip(MODELS, model_caps, strict=True))
-    truth = Truth(caps=caps, account=account, latency=Latency(jitter=0.0))
+    truth = Truth(caps=caps, account=account, latency=Latency(jitter=0.0), refused_count=False)
     fleet = Fleet(GROQ, {"groq": KEYS}, truth={"groq": truth})
     logs = {(k, m): UsageLog() for k in KEYS for m in (*MODELS, None)}
     now = EPOCH
@@ -201,7 +201,8 @@ def test_with_the_true_caps_as_configured_a_violation_is_exactly_a_429(
 
 
 def test_a_call_past_the_configured_caps_is_not_counted_against_them() -> None:
-    fleet = Fleet(ROUTED, ROUTED_KEYS)  # groq's m2: 2 requests a minute, truly and as configured
+    # groq's m2: 2 requests a minute, truly and as configured; counted as the fakes count.
+    fleet = Fleet(ROUTED, ROUTED_KEYS, truth={"groq": Truth(refused_count=False)})
     answers = [
         fleet.call("groq", "k1", "m2", prompt_tokens=1, completion_tokens=1, now=EPOCH + t)
         for t in (0.0, 0.0, 30.0, 60.0, 60.0, 60.0)
@@ -216,6 +217,26 @@ def test_a_call_past_the_configured_caps_is_not_counted_against_them() -> None:
         (200, None),
         (429, "rpm"),
     ]
+
+
+def test_by_default_a_refused_call_still_uses_a_request_of_the_minute() -> None:
+    fleet = Fleet(ROUTED, ROUTED_KEYS)
+
+    def call(t: float) -> tuple[int, str | None]:
+        answer = fleet.call("groq", "k1", "m2", prompt_tokens=1, completion_tokens=1, now=EPOCH + t)
+        return answer.status, answer.violation
+
+    # The 429 at 30 s counts until 90 s (its tokens do not): at 60 s one request is left.
+    assert [call(t) for t in (0.0, 0.0, 30.0, 60.0, 60.0)] == [
+        (200, None),
+        (200, None),
+        (429, "rpm"),
+        (200, None),
+        (429, "rpm"),
+    ]
+    usage = fleet.usage("groq", "k1", "m2", now=EPOCH + 119)
+    assert (usage.requests_minute, usage.tokens_minute) == (2, 2)  # 60 s, and 60 s refused
+    assert call(120.0) == (200, None)
 
 
 def test_true_caps_below_the_configured_ones_refuse_calls_freellm_may_send() -> None:

@@ -312,6 +312,11 @@ class Fleet:
         if refused is not None:
             stats.rate_limited += 1
             totals.rate_limited += 1
+            if entry.truth.refused_count:  # the request counts; its tokens do not
+                for counter in slot.touched:
+                    counter.add(now, 0)
+                if violation is not None and slot.judged:
+                    slot.judge[0][1].add(now, 0)
             standings = slot.standings(now) if slot.reported else {}
             headers, body = voice.rate_limited(refused, model, standings, now)
             delay = latency.refusal_s

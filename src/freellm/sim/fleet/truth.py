@@ -106,6 +106,11 @@ class Truth:
     - `faults` to inject.
     - `flavor`: the fake flavor whose headers and bodies the provider sends (see
       :mod:`freellm.sim.fakes.flavors`); None picks it from the provider's dialect and id.
+    - `refused_count`: whether a call refused for a cap (429) still uses one request of the
+      key's request caps (its tokens are not counted). True by default: OpenAI's rate-limit
+      guide says "unsuccessful requests contribute to your per-minute limit, so continuously
+      resending a request won't work", and freellm's ledger counts them so. The fake servers
+      (live mode) do not: set it False to answer exactly as they do.
     """
 
     caps: Mapping[str, FakeCaps] | None = attrs.field(default=None, converter=_read_only_caps)
@@ -114,3 +119,4 @@ class Truth:
     faults: Faults = Faults()
     model_latency: Mapping[str, Latency] = attrs.field(factory=dict, converter=_read_only_latencies)
     flavor: str | None = None
+    refused_count: bool = True
