@@ -113,6 +113,36 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_parser("show", parents=[common], help="print the chain `auto` follows")
     chain_set = chain.add_parser("set", parents=[common], help="replace the chain")
     chain_set.add_argument("entries", nargs="+", metavar="PROVIDER/MODEL")
+
+    replay = commands.add_parser(
+        "replay", parents=[common], help="replay recorded traffic: what do these keys give?"
+    )
+    replay.add_argument("trace", type=Path)
+    replay.add_argument(
+        "--format",
+        default=None,
+        help="azure | mooncake | freellm | csv:MAPPING (default: detected)",
+    )
+    replay.add_argument(
+        "--keys", nargs="+", default=[], metavar="PROVIDER=N", help="default: the stored keys"
+    )
+    replay.add_argument("--mode", choices=("core", "live"), default="core")
+    replay.add_argument("--speed", type=float, default=60.0, help="live mode: virtual/real time")
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument(
+        "--policy",
+        choices=("freellm", "first-fit", "round-robin", "least-used", "all"),
+        default="freellm",
+    )
+    replay.add_argument("--suggest", action="store_true", help="rank one more key per provider")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.add_argument("--report", type=Path, default=None, metavar="OUT.html")
+
+    export = commands.add_parser(
+        "export-trace", parents=[common], help="this instance's traffic as a trace (no text)"
+    )
+    export.add_argument("--since", default=None, help="days back, or an ISO date")
+    export.add_argument("-o", "--output", type=Path, default=None)
     return parser
 
 
@@ -446,6 +476,43 @@ async def chain_set(args: argparse.Namespace) -> int:
     return await _with_store(args, work)
 
 
+# --- replay ------------------------------------------------------------------------------------
+
+
+async def replay(args: argparse.Namespace) -> int:
+    from freellm.sim.command import ReplayError, run_replay  # the simulator, only when asked
+
+    try:
+        return await run_replay(
+            args.trace,
+            format=args.format,
+            config=args.config_file,
+            data_dir=args.data_dir,
+            keys=args.keys,
+            mode=args.mode,
+            speed=args.speed,
+            seed=args.seed,
+            policy=args.policy,
+            suggest=args.suggest,
+            as_json=args.json,
+            report=args.report,
+        )
+    except ReplayError as exc:
+        raise Failed(str(exc)) from None
+
+
+async def export_trace(args: argparse.Namespace) -> int:
+    from freellm.sim.command import ReplayError
+    from freellm.sim.command import export_trace as export
+
+    try:
+        return await export(
+            args.data_dir, since=args.since, output=args.output, now=time.time(), out=sys.stdout
+        )
+    except ReplayError as exc:
+        raise Failed(str(exc)) from None
+
+
 COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Awaitable[int]]] = {
     ("serve", None): serve,
     ("token", None): token,
@@ -459,6 +526,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Awaitable[
     ("chain", "show"): chain_show,
     ("chain", "set"): chain_set,
     ("demo", None): demo,
+    ("replay", None): replay,
+    ("export-trace", None): export_trace,
 }
 
 
