@@ -333,8 +333,11 @@ def test_a_retry_sent_after_a_minute_boundary_is_why_the_bound_allows_a_slack() 
     # Round-robin: the first two fill both models; the third finds both full; the last, at
     # 59.98 s, starts on "n" (full until 61 s), and its retry on "m" goes at 60.03 s, when the
     # first request has just left "m"'s window.
+    # (Refused calls do not count here, as with the fakes: the third one's 429s would keep "m"
+    # full until 62 s otherwise.)
     trace = trace_of(at(0), at(1), at(2), at(59.98))
-    result, calls = replayed(trace, catalog, {"alpha": 1}, "round-robin")
+    truth = {"alpha": Truth(refused_count=False)}
+    result, calls = replayed(trace, catalog, {"alpha": 1}, "round-robin", truth)
     assert [(c.model, c.status) for c in calls[-2:]] == [("n", 429), ("m", 200)]
     assert [c.at for c in calls[-2:]] == pytest.approx([59.98, 60.03])
     assert result.served == 3

@@ -3,7 +3,7 @@ tiny instances and checked on a real fleet), and each of its relaxations on smal
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from freellm.core.catalog import Catalog, Dialect, ModelSpec, apply_config
+from freellm.sim import bounds
 from freellm.sim.bounds import replay_slack, upper_bound
 from freellm.sim.fleet import Fleet
 from freellm.sim.replay import EPOCH, key_ids
@@ -209,7 +210,6 @@ def test_a_larger_slack_never_lowers_the_bound(
 
 
 def test_the_lp_is_no_looser_than_the_pooled_bound_where_targets_differ() -> None:
-    pytest.importorskip("scipy")
     # Tools requests can only go to "slow" (1 a minute); the pooled bound lends them "fast"'s
     # room, which the one request without tools leaves almost whole.
     catalog = catalog_of(
@@ -225,9 +225,12 @@ def test_the_lp_is_no_looser_than_the_pooled_bound_where_targets_differ() -> Non
     assert "LP relaxation" in bound.how
 
 
-def test_without_scipy_asking_for_the_lp_raises() -> None:
-    if importlib.util.find_spec("scipy") is not None:
-        pytest.skip("SciPy is installed")
+def test_without_scipy_asking_for_the_lp_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SciPy is in the test extras: take it away, as a user's install without it would be.
+    monkeypatch.setattr(bounds, "_scipy_installed", lambda: False)
+    for name in [m for m in sys.modules if m == "scipy" or m.startswith("scipy.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "scipy", None)
     catalog = catalog_of({"alpha": ("openai", [{"id": "m", "rpm": 1}])})
     with pytest.raises(ImportError):
         upper_bound(trace_of(at(0)), catalog, {"alpha": 1}, lp=True)
