@@ -103,11 +103,16 @@ class Window:
         request alone is over it); the window is expired at `now` and over the cap."""
         if need > cap:
             return math.inf
-        requests = dimension == "requests"
-        excess = (self.requests if requests else self.tokens) + need - cap
+        if dimension == "requests":
+            # The oldest leave first, one request each: the excess-th oldest is the one to wait
+            # for. Read it directly: refused calls count too, so a window far over its cap can
+            # hold many entries (a walk would make a run of 429s quadratic).
+            excess = self.requests + need - cap
+            return self.entries[excess - 1][0] + self.span - now
+        excess = self.tokens + need - cap
         freed = 0
         for stamp, tokens in self.entries:  # the oldest leave first
-            freed += 1 if requests else tokens
+            freed += tokens
             if freed >= excess:
                 return stamp + self.span - now
         raise AssertionError("a window over its cap frees nothing")  # need <= cap forbids it
