@@ -101,6 +101,14 @@ async def test_every_api_route_refuses_a_request_without_credentials(tmp_path: P
             answer = await http.get(page)
             assert answer.status_code == 302
             assert answer.headers["location"] == f"/login?next={page}"
+        css = await http.get("/static/app.css")
+        assert css.status_code == 200
+        assert css.headers["content-type"] == "text/css; charset=utf-8"
+        assert (await http.get("/static/vendor/uplot/uPlot.iife.min.js")).status_code == 200
+        for outside in ("/static/../web/api.py", "/static/%2e%2e/api.py", "/static/nope.js"):
+            answer = await http.get(outside)
+            assert answer.status_code in (302, 404), outside  # 302: a page path, to log in
+            assert "register_api" not in answer.text
         login = await http.get("/login")
         assert login.status_code == 200
         assert "script-src 'self'" in login.headers["content-security-policy"]

@@ -12,6 +12,8 @@ answer carries a content security policy that allows only this server's own scri
 
 from __future__ import annotations
 
+import mimetypes
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -45,7 +47,10 @@ SECURITY_HEADERS: Final = {
 
 
 def create_dashboard(runtime: Runtime) -> QuartTrio:
-    quart = QuartTrio("freellm.web", static_url_path="/static")
+    # The static files are served from memory (:class:`Assets`), not by Quart's file responses,
+    # which leave a file open when the browser gives up on one (a reload mid-request).
+    quart = QuartTrio("freellm.web", static_folder=None)
+    assets = Assets(Path(__file__).parent / "static")
     # Quart cuts responses after 60 s by default; deadlines belong to the shell.
     quart.config["RESPONSE_TIMEOUT"] = None
     quart.config["BODY_TIMEOUT"] = None
@@ -103,6 +108,16 @@ def create_dashboard(runtime: Runtime) -> QuartTrio:
             return redirect(_safe_next(request.args.get("next")))
         return await render_template("login.html", page="login", title="Log in", pages={})
 
+    @quart.get("/static/<path:name>")
+    async def static(name: str) -> Response:
+        found = assets.get(name)
+        if found is None:
+            return Response("Not found", status=404, content_type="text/plain")
+        data, kind = found
+        response = Response(data, content_type=kind)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
     register_api(quart, runtime)
 
     @quart.errorhandler(404)
@@ -120,6 +135,27 @@ def create_dashboard(runtime: Runtime) -> QuartTrio:
         return error_response(413, "The request body is too large.", code="request_too_large")
 
     return quart
+
+
+class Assets:
+    """The files under ``root``, read once each and kept: a few hundred KB in all."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._cache: dict[str, tuple[bytes, str] | None] = {}
+
+    def get(self, name: str) -> tuple[bytes, str] | None:
+        """The bytes and content type of ``name``, or None when there is no such file under
+        the root (``..`` cannot leave it)."""
+        if name not in self._cache:
+            path = (self.root / name).resolve()
+            if not path.is_relative_to(self.root) or not path.is_file():
+                return None  # not remembered: a miss costs a stat, and names are unbounded
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if kind.startswith("text/") or kind in ("application/javascript", "image/svg+xml"):
+                kind += "; charset=utf-8"
+            self._cache[name] = (path.read_bytes(), kind)
+        return self._cache[name]
 
 
 def _bind(page: Any, path: str) -> Any:
