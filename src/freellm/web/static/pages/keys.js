@@ -31,7 +31,7 @@ function keyRow(key) {
     el("td", {}, el("strong", {}, name), el("div", { class: "hint" }, el("code", {}, key.id), key.secret_tail ? ` · ${key.secret_tail}` : "")),
     health,
     el("td", { class: "num" }, `${fmt.num(key.today.requests)} req`, el("div", { class: "hint" }, `${fmt.num(key.today.tokens)} tokens`)),
-    el("td", {}, toggle),
+    el("td", {}, el("label", { class: "toggle" }, toggle, " enabled")),
     el("td", {}, el("div", { class: "row" },
       el("button", { type: "button", class: "small quiet", "aria-label": `Check now: ${name} ${key.id}`, onclick: () => check(key) }, "Check now"),
       el("button", { type: "button", class: "small quiet", "aria-label": `Edit ${name} ${key.id}`, onclick: () => edit(key) }, "Edit"),
