@@ -145,7 +145,6 @@ async def freellm(*args: str, cwd: Path) -> tuple[int, str, str]:
 async def test_replay_json_has_the_designed_fields_with_every_baseline(tmp_path: Path) -> None:
     config = tmp_path / "freellm.toml"
     await trio.Path(config).write_text(CONFIG)
-    trace = tmp_path / "slice.jsonl"
     code, out, err = await freellm(
         "replay", str(TRACES["azure-code"]), "--config", str(config),
         "--keys", "groq=1", "cerebras=1", "--policy", "all", "--json",
@@ -169,7 +168,6 @@ async def test_replay_json_has_the_designed_fields_with_every_baseline(tmp_path:
     assert re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page) is None
     assert "<script src" not in page
     assert "<link" not in page
-    del trace
 
 
 async def test_replay_prints_a_table_and_suggestions(tmp_path: Path) -> None:

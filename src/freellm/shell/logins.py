@@ -37,6 +37,7 @@ __all__ = [
     "MAX_FAILURES",
     "Login",
     "Logins",
+    "Session",
     "Throttled",
 ]
 

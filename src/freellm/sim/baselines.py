@@ -38,15 +38,13 @@ The baselines count for themselves, as the real routers do: account-wide caps
 (``ModelSpec.account``) are not known to them, each deployment counts alone. Every window is a
 deque of entries with running sums, so counting costs O(1) amortized per call.
 
-A policy keeps its state (counters, cooldowns, the pointer) per replay, keyed by the identity of
-the replay's :class:`~freellm.sim.replay.Context` and dropped when the context is collected:
-``Context`` is a mutable attrs class, unhashable, so a ``WeakKeyDictionary`` cannot hold it.
+A policy keeps its state (counters, cooldowns, the pointer) per replay, in the replay's
+:class:`~freellm.sim.replay.Context` (``policies``), so it goes with it.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from types import MappingProxyType
@@ -256,18 +254,15 @@ class _Windows:
 
 
 class _PerContext(Generic[_S]):
-    """A policy's state for each replay, made on first use, dropped with the replay's context."""
+    """A policy's state for one replay: made on first use, kept on the replay's context."""
 
     def __init__(self, make: Callable[[Context], _S]) -> None:
         self._make = make
-        self._states: dict[int, _S] = {}
 
     def __call__(self, context: Context) -> _S:
-        key = id(context)
-        state = self._states.get(key)
+        state: _S | None = context.policies.get(self)
         if state is None:
-            state = self._states[key] = self._make(context)
-            weakref.finalize(context, self._states.pop, key, None)
+            state = context.policies[self] = self._make(context)
         return state
 
 

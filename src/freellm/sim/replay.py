@@ -261,6 +261,9 @@ class Context:
     tally: Tally = attrs.field(factory=Tally)
     now: float = EPOCH
     holder: StateHolder | None = None  # freellm's router state, when its policy runs
+    policies: dict[object, Any] = attrs.field(
+        factory=dict
+    )  # what a baseline keeps between requests
 
 
 def key_ids(keys: Mapping[str, int]) -> dict[str, tuple[str, ...]]:

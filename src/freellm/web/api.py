@@ -220,7 +220,8 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
                     ],
                 }
             )
-        entries = [entry for entry, _ in await _chain_entries(runtime)]
+        chain, _source = await _chain_entries(runtime)
+        entries = [entry for entry, _enabled in chain]
         measured = await analytics_.analytics_report(store, TTFT_WINDOW, now=runtime.clock())
         ttft = {
             row["target"]: row["ttft_ms"]["p50"]
@@ -380,22 +381,22 @@ def _model_data(provider: str, model: Any) -> dict[str, Any]:
     }
 
 
-async def _chain_entries(runtime: Runtime) -> list[tuple[str, bool]]:
-    """The chain with its switched-off entries: the store's if the user set one, else the
-    config's."""
+async def _chain_entries(runtime: Runtime) -> tuple[list[tuple[str, bool]], str]:
+    """The chain with its switched-off entries, and where it comes from: the store's if the
+    user set one (``dashboard``), else the config's."""
     stored = await runtime.store.get_chain_entries()
     if stored is not None:
-        return stored
-    return [(entry, True) for entry in runtime.settings.catalog.settings.chain]
+        return stored, "dashboard"
+    return [(entry, True) for entry in runtime.settings.catalog.settings.chain], "config"
 
 
 async def _chain_data(runtime: Runtime) -> dict[str, Any]:
     state = runtime.holder.state
     view = quotas_.quota_view(state, now=runtime.clock())
     targets = {target.target: target for target in view.targets}
-    stored = await runtime.store.get_chain_entries()
+    chain, source = await _chain_entries(runtime)
     entries = []
-    for entry, enabled in stored or [(e, True) for e in runtime.settings.catalog.settings.chain]:
+    for entry, enabled in chain:
         target = targets.get(entry)
         entries.append(
             {
@@ -406,11 +407,7 @@ async def _chain_data(runtime: Runtime) -> dict[str, Any]:
                 "retry_at": None if target is None else target.retry_at,
             }
         )
-    return {
-        "data": entries,
-        "source": "dashboard" if stored is not None else "config",
-        "in_use": list(state.catalog.settings.chain),
-    }
+    return {"data": entries, "source": source, "in_use": list(state.catalog.settings.chain)}
 
 
 def _check_soon(runtime: Runtime, record: KeyRecord) -> None:
