@@ -5,13 +5,15 @@ function showCapacity(quotas) {
   const capacity = document.getElementById("capacity");
   capacity.replaceChildren(...WINDOWS.map(([name, label]) => {
     const c = quotas.capacity[name];
-    const note = c.cap ? `of ${fmt.num(c.cap)}` + (c.unknown ? ` (+${c.unknown} uncapped)` : "") : c.unknown ? "no known cap" : "";
+    const uncapped = c.unknown ? `; ${c.unknown} model${c.unknown === 1 ? "" : "s"} with no known cap not counted` : "";
+    const note = c.cap ? `of ${fmt.num(c.cap)}${uncapped}` : c.unknown ? "no known cap" : "";
     return stat(label, c.cap ? fmt.num(c.left) : "–", note);
   }));
   const providers = new Map();
   for (const row of quotas.rows) {
-    const entry = providers.get(row.provider) || { keys: new Map(), available: 0 };
+    const entry = providers.get(row.provider) || { keys: new Map(), available: 0, slots: 0 };
     entry.keys.set(row.key_id, row.health);
+    entry.slots += 1;
     if (row.available) entry.available += 1;
     providers.set(row.provider, entry);
   }
@@ -24,7 +26,7 @@ function showCapacity(quotas) {
     const states = [...entry.keys.values()];
     return el("li", {}, el("strong", {}, name), ` · ${states.length} key${states.length === 1 ? "" : "s"} `,
       ...states.map((s) => el("span", { class: `badge ${s}` }, s)),
-      el("span", { class: "muted" }, ` · ${entry.available} model slot${entry.available === 1 ? "" : "s"} free now`));
+      el("span", { class: "muted" }, ` · ${entry.available} of ${entry.slots} model${entry.slots === 1 ? "" : "s"} free now`));
   }));
 }
 
