@@ -16,6 +16,10 @@ flavors (:data:`ALL_FLAVORS`):
         ...  # point a client at fake.base_url (".../openai/v1"), then check fake.served,
         ...  # fake.rate_limited, fake.cancelled, fake.requests, fake.usage(key_id("sk-1"), "m")
 
+Connecting can go wrong too, before any fake is reached: :func:`open_silent_port` is an address
+whose connects never complete (a connect timeout), :func:`open_closed_port` one that refuses them
+(see :mod:`.unreachable`).
+
 Faults name endpoints the OpenAI way whatever the dialect (``/chat/completions`` is Gemini's
 ``:generateContent`` and Cohere's ``/v2/chat`` too; see :mod:`.dialect`). The fakes share no
 code with ``freellm.core``: they count usage their own plain way (see :mod:`.caps`).
@@ -26,6 +30,7 @@ from freellm.sim.fakes.caps import DAY, MINUTE, FakeCaps, Usage
 from freellm.sim.fakes.faults import CHAT_PATH, Fault, FaultKind, FaultPlan
 from freellm.sim.fakes.flavors import FLAVORS
 from freellm.sim.fakes.server import open_fake_provider
+from freellm.sim.fakes.unreachable import open_closed_port, open_silent_port
 
 __all__ = [
     "ALL_FLAVORS",
@@ -41,5 +46,7 @@ __all__ = [
     "RecordedRequest",
     "Usage",
     "key_id",
+    "open_closed_port",
     "open_fake_provider",
+    "open_silent_port",
 ]

@@ -86,11 +86,12 @@ async def _send_json(
     exchange: Exchange, answer: Answer, headers: Headers, fault: Fault | None, settle: Settle
 ) -> None:
     kind = fault.kind if fault is not None else None
-    if kind is FaultKind.CUT:
+    if kind is FaultKind.CUT or kind is FaultKind.RESET_AFTER_HEAD:
         data = json.dumps(answer.body).encode()
         await exchange.start(200, json_headers(len(data), headers))
         settle(kind.value)
-        await exchange.body(data[: len(data) // 2], more=True)
+        # hypercorn sends the head with the first body message, so the reset sends an empty one.
+        await exchange.body(data[: len(data) // 2] if kind is FaultKind.CUT else b"", more=True)
         return  # returning mid-body makes hypercorn drop the connection
     if kind is FaultKind.MIDSTREAM_ERROR and answer.broken is not None:
         settle(kind.value)
@@ -114,6 +115,10 @@ async def _send_stream(
 
     async def run() -> None:
         await exchange.start(200, start)
+        if kind is FaultKind.RESET_AFTER_HEAD:
+            await exchange.body(b"", more=True)  # the head goes out with a body message
+            settle(kind.value)
+            return  # returning mid-body makes hypercorn drop the connection
         if answer.opening:
             await exchange.body(answer.opening, more=True)
         for index, event in enumerate(events):

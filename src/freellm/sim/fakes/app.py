@@ -35,6 +35,7 @@ import trio
 from freellm.sim.fakes import flavors
 from freellm.sim.fakes.answers import ErrorAnswer, send_answer, send_error, send_malformed
 from freellm.sim.fakes.caps import (
+    MINUTE,
     Dimension,
     FakeCaps,
     Standing,
@@ -331,8 +332,11 @@ class FakeProvider:
             model = call.model or "unknown"
             rpm = self.models.get(model, FakeCaps()).rpm
             limit = rpm if rpm is not None else 1
-            violation = Violation("requests", "minute", limit, limit, 1, fault.retry_after)
-            await self._rate_limited(exchange, record, violation, model)
+            # No retry_after: the 429 gives no hint; the window's length words its message.
+            retry = MINUTE if fault.retry_after is None else fault.retry_after
+            violation = Violation("requests", "minute", limit, limit, 1, retry)
+            hints = fault.retry_after is not None
+            await self._rate_limited(exchange, record, violation, model, hints=hints)
         else:
             return False
         return True
@@ -365,10 +369,17 @@ class FakeProvider:
         return standings
 
     async def _rate_limited(
-        self, exchange: Exchange, record: RecordedRequest, violation: Violation, model: str
+        self,
+        exchange: Exchange,
+        record: RecordedRequest,
+        violation: Violation,
+        model: str,
+        *,
+        hints: bool = True,
     ) -> None:
         standings = self._standings(record.key_id or ANONYMOUS, model)
-        error = self.dialect.rate_limited(violation, model, standings, self._epoch())
+        epoch = self._epoch()
+        error = self.dialect.rate_limited(violation, model, standings, epoch, hints=hints)
         await self._refuse(exchange, record, "rate_limited", error)
 
     # -- chat -------------------------------------------------------------------------------

@@ -200,8 +200,15 @@ class CohereDialect:
         )
 
     def rate_limited(
-        self, violation: Violation, model: str, standings: Standings, epoch_now: float
+        self,
+        violation: Violation,
+        model: str,
+        standings: Standings,
+        epoch_now: float,
+        *,
+        hints: bool = True,
     ) -> ErrorAnswer:
+        # Cohere's 429 never says when to retry: there is no hint to leave out.
         span = "minute" if violation.window == "minute" else "month"
         return message(429, _TRIAL.format(limit=violation.limit, span=span))
 

@@ -96,8 +96,15 @@ class Dialect(Protocol):
     def server_error(self, status: int) -> ErrorAnswer: ...
 
     def rate_limited(
-        self, violation: Violation, model: str, standings: Standings, epoch_now: float
-    ) -> ErrorAnswer: ...
+        self,
+        violation: Violation,
+        model: str,
+        standings: Standings,
+        epoch_now: float,
+        *,
+        hints: bool = True,
+    ) -> ErrorAnswer:
+        """The 429 for `violation`; without `hints`, with no word of when to retry."""
 
     def standing_headers(self, standings: Standings) -> Headers: ...
 

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import enum
 import random
+from typing import Any
 
 import attrs
 
 CHAT_PATH = "/chat/completions"
 _NOT_NEGATIVE = attrs.validators.ge(0.0)
 _NOT_NEGATIVE_INT = attrs.validators.ge(0)
+
+
+def _no_negative_wait(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"'{attribute.name}' must be >= 0 or None: {value}")
 
 
 class FaultKind(enum.StrEnum):
@@ -33,6 +39,10 @@ class FaultKind(enum.StrEnum):
     - STATUS: answers ``status`` with the dialect's error JSON.
     - RESET: drops the connection without a response (the client sees
       ``httpx.RemoteProtocolError: Server disconnected without sending a response``).
+    - RESET_AFTER_HEAD: sends the answer's status line and headers (200, the dialect's content
+      type; a JSON answer's ``content-length``), then drops the connection before the first
+      byte of the body: a JSON answer gets none of its body, a stream none of its events.
+      Unlike CUT, nothing of the answer arrives; unlike RESET, the head does.
     - HANG: never answers; waits until the client goes away (counted in ``cancelled``).
     - MALFORMED: 200 with a body that is not JSON (for a stream: a ``data:`` event that is not
       JSON, then the dialect's end of stream, if it has one).
@@ -44,15 +54,22 @@ class FaultKind(enum.StrEnum):
       shape, and no ``[DONE]``); a JSON answer becomes the dialect's failed answer.
     - INVALID_KEY: the dialect's refusal of a wrong key (401; Gemini: 400 API_KEY_INVALID).
     - RATE_LIMIT: the flavor's own 429, as if a per-minute request cap were hit, retry after
-      ``retry_after`` seconds.
+      ``retry_after`` seconds. ``retry_after=None`` sends the same 429 with no hint at all of
+      when to retry: no ``retry-after``, no ``x-ratelimit-reset*`` header, no delay in the body
+      (Gemini's ``RetryInfo`` and "Please retry in", Groq's "Please try again in").
 
-    LATENCY, CUT and MIDSTREAM_ERROR requests are admitted (counted against caps, when they
-    fit); the others are refused before admission and count against nothing.
+    LATENCY, CUT, MIDSTREAM_ERROR and RESET_AFTER_HEAD requests are admitted (counted against
+    caps, when they fit); the others are refused before admission and count against nothing.
+
+    A connect timeout is not a fault of a running fake (its listener accepts every
+    connection): point a client at :func:`~freellm.sim.fakes.unreachable.open_unreachable`
+    instead.
     """
 
     LATENCY = "latency"
     STATUS = "status"
     RESET = "reset"
+    RESET_AFTER_HEAD = "reset_after_head"
     HANG = "hang"
     MALFORMED = "malformed"
     CUT = "cut"
@@ -65,6 +82,7 @@ class FaultKind(enum.StrEnum):
 class Fault:
     """One fault and its parameters; the ones its kind does not use are ignored.
 
+    ``retry_after`` None (RATE_LIMIT only): the 429 gives no retry hint.
     Raises ``ValueError`` for negative times or counts, or a status outside 100-599.
     """
 
@@ -75,7 +93,7 @@ class Fault:
         default=500, validator=[attrs.validators.ge(100), attrs.validators.le(599)]
     )
     chunks: int = attrs.field(default=1, validator=_NOT_NEGATIVE_INT)
-    retry_after: float = attrs.field(default=1.0, validator=_NOT_NEGATIVE)
+    retry_after: float | None = attrs.field(default=1.0, validator=_no_negative_wait)
     path: str | None = CHAT_PATH
 
     def matches(self, path: str) -> bool:
@@ -104,7 +122,7 @@ class FaultPlan:
         gap: float = 0.0,
         status: int = 500,
         chunks: int = 1,
-        retry_after: float = 1.0,
+        retry_after: float | None = 1.0,
         path: str | None = CHAT_PATH,
     ) -> Fault:
         """Queue `kind` for the next `n` requests on `path`; returns the fault queued.
@@ -126,7 +144,7 @@ class FaultPlan:
         gap: float = 0.0,
         status: int = 500,
         chunks: int = 1,
-        retry_after: float = 1.0,
+        retry_after: float | None = 1.0,
         path: str | None = CHAT_PATH,
     ) -> Fault:
         """Apply `kind` to every later request on `path` (each with `probability`) until cleared.

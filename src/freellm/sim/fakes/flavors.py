@@ -84,8 +84,9 @@ def _seconds(value: float) -> str:
     return f"{value:.2f}"
 
 
-def standing_headers(flavor: str, standings: Standings) -> Headers:
-    """The rate-limit headers `flavor` sends with an answer, for the caps in `standings`."""
+def standing_headers(flavor: str, standings: Standings, *, resets: bool = True) -> Headers:
+    """The rate-limit headers `flavor` sends with an answer, for the caps in `standings`
+    (without the ``x-ratelimit-reset-*`` ones when `resets` is False)."""
     headers: Headers = []
     for dimension, window in REPORTED[flavor]:
         standing = standings.get((dimension, window))
@@ -102,7 +103,8 @@ def standing_headers(flavor: str, standings: Standings) -> Headers:
             values = (str(standing.limit), str(standing.remaining), _seconds(standing.reset_in))
             suffix = f"{dimension}-{window}"
         for part, value in zip(("limit", "remaining", "reset"), values, strict=True):
-            headers.append((f"x-ratelimit-{part}-{suffix}".encode(), value.encode()))
+            if resets or part != "reset":
+                headers.append((f"x-ratelimit-{part}-{suffix}".encode(), value.encode()))
     return headers
 
 
@@ -122,23 +124,33 @@ _GROQ_NAMES: Final = {
 
 
 def rate_limited(
-    flavor: str, violation: Violation, model: str, standings: Standings, epoch_now: float
+    flavor: str,
+    violation: Violation,
+    model: str,
+    standings: Standings,
+    epoch_now: float,
+    *,
+    hints: bool = True,
 ) -> tuple[Headers, JSON]:
-    """The headers and body of `flavor`'s 429 for `violation` on `model`."""
+    """The headers and body of `flavor`'s 429 for `violation` on `model`.
+
+    Without `hints`, the same 429 says nothing of when to retry: no ``retry-after``, no reset
+    header or time, no "Please try again in" in the message.
+    """
     retry = finite_retry(violation)
+    again = f" Please try again in {go_duration(retry)}." if hints else ""
+    retry_after = [(b"retry-after", str(math.ceil(retry)).encode())] if hints else []
     dimension, window = violation.dimension, violation.window
     counts = f"Limit {violation.limit}, Used {violation.used}, Requested {violation.requested}"
     if flavor == "groq":
         message = (
             f"Rate limit reached for model `{model}` in organization `org_fake` service tier "
-            f"`on_demand` on {_GROQ_NAMES[(dimension, window)]}: {counts}. "
-            f"Please try again in {go_duration(retry)}."
+            f"`on_demand` on {_GROQ_NAMES[(dimension, window)]}: {counts}.{again}"
         )
         body: JSON = {
             "error": {"message": message, "type": dimension, "code": "rate_limit_exceeded"}
         }
-        headers = [(b"retry-after", str(math.ceil(retry)).encode())]
-        return headers + standing_headers(flavor, standings), body
+        return retry_after + standing_headers(flavor, standings, resets=hints), body
     if flavor == "cerebras":
         what = "requests sent" if dimension == "requests" else "tokens processed"
         body = {
@@ -147,13 +159,14 @@ def rate_limited(
             "param": "quota",
             "code": "request_quota_exceeded" if dimension == "requests" else "token_quota_exceeded",
         }
-        return standing_headers(flavor, standings), body
+        return standing_headers(flavor, standings, resets=hints), body
     if flavor == "openrouter":
         reported = {
             "X-RateLimit-Limit": str(violation.limit),
             "X-RateLimit-Remaining": str(max(0, violation.limit - violation.used)),
-            "X-RateLimit-Reset": str(math.ceil((epoch_now + retry) * 1000)),
         }
+        if hints:
+            reported["X-RateLimit-Reset"] = str(math.ceil((epoch_now + retry) * 1000))
         span = "min" if window == "minute" else "day"
         name = f"free-models-per-{span}" if dimension == "requests" else f"tokens-per-{span}"
         body = {
@@ -166,16 +179,16 @@ def rate_limited(
         }
         headers = [(key.lower().encode(), value.encode()) for key, value in reported.items()]
         return headers, body
-    message = f"Rate limit reached for {dimension} per {window}: {counts}. Please try again in "
+    message = f"Rate limit reached for {dimension} per {window}: {counts}.{again}"
     body = {
         "error": {
-            "message": f"{message}{go_duration(retry)}.",
+            "message": message,
             "type": dimension,
             "param": None,
             "code": "rate_limit_exceeded",
         }
     }
-    return [(b"retry-after", str(math.ceil(retry)).encode())], body
+    return retry_after, body
 
 
 def error_body(

@@ -157,16 +157,18 @@ def _invalid(refusal: Invalid) -> ErrorAnswer:
     return error(400, refusal.message, [violation])
 
 
-def quota_exceeded(violation: Violation, model: str) -> ErrorAnswer:
-    """Gemini's 429 ``RESOURCE_EXHAUSTED`` for `violation` on `model`."""
+def quota_exceeded(violation: Violation, model: str, *, hints: bool = True) -> ErrorAnswer:
+    """Gemini's 429 ``RESOURCE_EXHAUSTED`` for `violation` on `model`; without `hints`, with
+    no ``RetryInfo`` and no "Please retry in"."""
     metric, quota_id = _QUOTAS[violation.dimension, violation.window]
     retry = finite_retry(violation)
+    again = f"\nPlease retry in {retry:g}s." if hints else ""
     message = (
         "You exceeded your current quota, please check your plan and billing details. For more "
         "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. "
         "To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit. \n"
         f"* Quota exceeded for metric: generativelanguage.googleapis.com/{metric}, "
-        f"limit: {violation.limit}, model: {model}\nPlease retry in {retry:g}s."
+        f"limit: {violation.limit}, model: {model}{again}"
     )
     failure: JSON = {
         "quotaMetric": f"generativelanguage.googleapis.com/{metric}",
@@ -181,8 +183,9 @@ def quota_exceeded(violation: Violation, model: str) -> ErrorAnswer:
     details: list[JSON] = [
         {"@type": _TYPE + "QuotaFailure", "violations": [failure]},
         {"@type": _TYPE + "Help", "links": [link]},
-        {"@type": _TYPE + "RetryInfo", "retryDelay": f"{math.floor(retry)}s"},
     ]
+    if hints:
+        details.append({"@type": _TYPE + "RetryInfo", "retryDelay": f"{math.floor(retry)}s"})
     return error(429, message, details)
 
 
@@ -280,9 +283,15 @@ class GeminiDialect:
         return error(status, _MESSAGES.get(status, f"Injected fault: HTTP {status}"))
 
     def rate_limited(
-        self, violation: Violation, model: str, standings: Standings, epoch_now: float
+        self,
+        violation: Violation,
+        model: str,
+        standings: Standings,
+        epoch_now: float,
+        *,
+        hints: bool = True,
     ) -> ErrorAnswer:
-        return quota_exceeded(violation, model)
+        return quota_exceeded(violation, model, hints=hints)
 
     def standing_headers(self, standings: Standings) -> Headers:
         return ()

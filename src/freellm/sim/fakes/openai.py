@@ -234,9 +234,17 @@ class OpenAIDialect:
         return self._error(status, f"Injected fault: HTTP {status}", "server_error", None)
 
     def rate_limited(
-        self, violation: Violation, model: str, standings: Standings, epoch_now: float
+        self,
+        violation: Violation,
+        model: str,
+        standings: Standings,
+        epoch_now: float,
+        *,
+        hints: bool = True,
     ) -> ErrorAnswer:
-        headers, body = flavors.rate_limited(self.name, violation, model, standings, epoch_now)
+        headers, body = flavors.rate_limited(
+            self.name, violation, model, standings, epoch_now, hints=hints
+        )
         return ErrorAnswer(429, body, headers)
 
     def standing_headers(self, standings: Standings) -> Headers:
