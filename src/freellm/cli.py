@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import os
 import secrets
 import signal
@@ -27,6 +28,7 @@ from dotenv import load_dotenv
 from freellm import __version__
 from freellm.core import health as health_
 from freellm.core.catalog import Catalog, ConfigError, with_chain
+from freellm.core.keys import Refused, clean_label, clean_secret
 from freellm.shell.config import load_catalog
 from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, health_of
 from freellm.shell.probes import probe_key
@@ -207,7 +209,47 @@ async def serve(args: argparse.Namespace) -> int:
                 f"no provider keys yet: add one on {url}/keys"
                 " or with `freellm keys add PROVIDER KEY`"
             )
+        _warn_if_exposed(args.host)
     return 0
+
+
+def exposure_warning(host: str) -> str | None:
+    """What to tell the user when serving on ``host`` lets other machines in; ``None`` for a
+    loopback address (``127.0.0.0/8``, ``::1``, ``localhost``).
+
+    Anything else is taken as reachable: a LAN or public address, every interface (``0.0.0.0``,
+    ``::``, an empty host), and any other host name (what it resolves to is not known here).
+    """
+    name = host.strip().strip("[]").lower()
+    if name in ("localhost", "localhost."):
+        return None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        address = None  # a host name, or nothing at all
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if address is not None and address.is_loopback:
+        return None
+    if not name or (address is not None and address.is_unspecified):
+        where = "every network interface"
+    elif address is None:
+        where = f"{host!r}, a name that may not be this machine's loopback address"
+    else:
+        where = str(address)
+    return (
+        f"freellm is listening on {where}, so it is reachable from other machines: anyone who"
+        " has the unified key can use your provider keys. Serve on 127.0.0.1 (the default)"
+        " unless you mean to share it, and then put it behind HTTPS (a reverse proxy): over"
+        " plain HTTP the unified key and the dashboard's cookie cross the network readable."
+    )
+
+
+def _warn_if_exposed(host: str) -> None:
+    warning = exposure_warning(host)
+    if warning is not None:
+        print(f"freellm: WARNING: {warning}", file=sys.stderr, flush=True)
 
 
 async def _signal() -> None:
@@ -289,6 +331,7 @@ async def demo(args: argparse.Namespace) -> int:
             )
             print(f"The dashboard is at {url}/ (log in with the key above).")
             print("Ctrl-C stops it.", flush=True)
+            _warn_if_exposed(args.host)
     return 0
 
 
@@ -337,21 +380,34 @@ async def token(args: argparse.Namespace) -> int:
 
 
 async def keys_add(args: argparse.Namespace) -> int:
-    secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret.strip()
-    if not secret:
-        raise Failed("the key is empty")
+    secret = _checked(clean_secret(_secret_arg(args.secret)))
+    label = _checked(clean_label(args.label))
 
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
         if args.provider not in catalog.providers:
             known = ", ".join(sorted(catalog.providers))
             raise Failed(f"unknown provider {args.provider!r} (known: {known})")
         record = await store.add_key(
-            args.provider, args.label, lambda key_id: vault.seal(key_id, args.provider, secret)
+            args.provider, label, lambda key_id: vault.seal(key_id, args.provider, secret)
         )
-        print(f"added {record.id} ({args.provider}{', ' + args.label if args.label else ''})")
+        print(f"added {record.id} ({args.provider}{', ' + label if label else ''})")
         return 0
 
     return await _with_store(args, work)
+
+
+def _secret_arg(given: str) -> str:
+    """The secret as given on the command line, or the first line of standard input for ``-``
+    (the way to keep it out of the shell's history and the process list)."""
+    return sys.stdin.readline() if given == "-" else given
+
+
+def _checked(cleaned: str | Refused) -> str:
+    """A checked secret or label; raises :class:`Failed` with the reason, which names the field
+    ("the key ...", "the label ...") and never quotes the secret."""
+    if isinstance(cleaned, Refused):
+        raise Failed(cleaned.message[:1].lower() + cleaned.message[1:])
+    return cleaned
 
 
 async def keys_list(args: argparse.Namespace) -> int:
@@ -432,23 +488,20 @@ async def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
 async def keys_edit(args: argparse.Namespace) -> int:
     if args.label is None and args.secret is None:
         raise Failed("nothing to change: give --label L and/or --secret S (- reads stdin)")
-    secret = None
-    if args.secret is not None:
-        secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret.strip()
-        if not secret:
-            raise Failed("the key is empty")
+    secret = None if args.secret is None else _checked(clean_secret(_secret_arg(args.secret)))
+    label = None if args.label is None else _checked(clean_label(args.label))
 
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
         record = await store.get_key(args.id)
         if record is None:
             raise Failed(f"no key {args.id!r}")
-        if args.label is not None:
-            await store.set_key_label(record.id, args.label)
+        if label is not None:
+            await store.set_key_label(record.id, label)
         if secret is not None:
             # A new secret is a new key to health: it starts unknown (the store clears it).
             await store.update_key_secret(record.id, vault.seal(record.id, record.provider, secret))
         changed = " and ".join(
-            name for name, given in (("label", args.label), ("secret", secret)) if given is not None
+            name for name, given in (("label", label), ("secret", secret)) if given is not None
         )
         print(f"edited the {changed} of {record.id} ({LIVE})")
         return 0

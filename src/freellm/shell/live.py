@@ -30,6 +30,7 @@ from typing import Final
 from freellm.core import health as health_
 from freellm.core import router
 from freellm.core.catalog import Catalog, ConfigError, with_chain
+from freellm.core.keys import Refused, clean_secret
 from freellm.core.router import Key, Topology
 from freellm.shell.secrets import SecretsError
 from freellm.shell.state import StateHolder
@@ -73,7 +74,8 @@ class LiveSettings:
         self._version: int | None = None
         self._unified_blob: str | None = None
         self._secrets: dict[str, tuple[bytes, str]] = {}  # key id: (sealed, secret)
-        self._unopenable: dict[str, bytes] = {}  # key id: the sealed bytes that did not open
+        # key id: the sealed bytes that did not open, or opened to a secret that cannot be sent
+        self._unopenable: dict[str, bytes] = {}
         self._seen: dict[str, tuple[str, health_.KeyHealth]] = {}  # id: (provider, as stored)
         self._bad_chain: tuple[str, ...] | None = None
 
@@ -171,13 +173,21 @@ class LiveSettings:
                 raise SecretsError("the stored unified key does not open with this server's key")
             self.unified_key, self._unified_blob = key, unified
         replaced = set()
-        for record, secret in zip(todo, opened, strict=True):
-            if secret is None:
+        for record, opened_secret in zip(todo, opened, strict=True):
+            # Every way in checks a secret; one stored before that, or written into the
+            # database by hand, could still break the header it goes into.
+            secret = None if opened_secret is None else clean_secret(opened_secret)
+            if secret is None or isinstance(secret, Refused):
+                why = (
+                    "does not open with this server's encryption key"
+                    if secret is None
+                    else f"cannot be sent to its provider ({secret.message})"
+                )
                 logger.warning(
-                    "key %s (%s) does not open with this server's encryption key: it stays out"
-                    " of routing until it is replaced",
+                    "key %s (%s) %s: it stays out of routing until it is replaced",
                     record.id,
                     record.provider,
+                    why,
                 )
                 self._unopenable[record.id] = record.sealed
                 self._secrets.pop(record.id, None)

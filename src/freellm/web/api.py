@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 
 from freellm.core import quotas as quotas_
 from freellm.core.catalog import ConfigError, with_chain
+from freellm.core.keys import Refused, clean_label, clean_secret
 from freellm.core.presets import PRESETS, preset
 from freellm.core.router import Key
 from freellm.core.wire import error_body
@@ -107,10 +108,15 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
             return error_response(
                 400, f"There is no provider `{body.provider}` in the catalog.", param="provider"
             )
+        secret = clean_secret(body.secret)
+        if isinstance(secret, Refused):
+            return _refused(secret)
+        label = clean_label(body.label)
+        if isinstance(label, Refused):
+            return _refused(label)
         key_id = new_key_id()
-        secret = body.secret.strip()
         sealed = await settings.vault.seal(key_id, body.provider, secret)
-        record = await store.add_key(body.provider, body.label.strip(), sealed, key_id=key_id)
+        record = await store.add_key(body.provider, label, sealed, key_id=key_id)
         await settings.load()
         _check_soon(runtime, record)
         return _json(_key_data(runtime, record), status=201)
@@ -125,10 +131,17 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
             return _no_key(key_id)
         if body.enabled is None and body.label is None and body.secret is None:
             return error_response(400, "Send at least one of `enabled`, `label` and `secret`.")
-        if body.label is not None:
-            await store.set_key_label(key_id, body.label.strip())
-        if body.secret is not None:
-            sealed = await settings.vault.seal(key_id, record.provider, body.secret.strip())
+        # Both are checked before anything changes: a refused field leaves the key as it was.
+        secret = None if body.secret is None else clean_secret(body.secret)
+        if isinstance(secret, Refused):
+            return _refused(secret)
+        label = None if body.label is None else clean_label(body.label)
+        if isinstance(label, Refused):
+            return _refused(label)
+        if label is not None:
+            await store.set_key_label(key_id, label)
+        if secret is not None:
+            sealed = await settings.vault.seal(key_id, record.provider, secret)
             await store.update_key_secret(key_id, sealed)
         if body.enabled is not None:
             await store.set_key_enabled(key_id, body.enabled)
@@ -316,6 +329,11 @@ def error_response(
 
 def _bad(body: BadBody) -> Response:
     return error_response(400, body.message, body.param)
+
+
+def _refused(refused: Refused) -> Response:
+    """A secret or label that cannot be stored: a 400 naming the field, never quoting it."""
+    return error_response(400, refused.message, refused.field)
 
 
 def _no_key(key_id: str) -> Response:
