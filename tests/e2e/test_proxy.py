@@ -400,7 +400,8 @@ async def test_the_api_lists_keys_without_secrets_and_needs_the_key(
             ready = (await http.get("/readyz")).json()
             assert ready["status"] == "ready"
             assert all(job["ok"] for job in ready["background"].values())
-            metrics = await http.get("/metrics")
+            assert (await http.get("/metrics")).status_code == 401
+            metrics = await http.get("/metrics", headers={"x-api-key": proxy.key})
             assert "freellm_requests_total" in metrics.text
 
 

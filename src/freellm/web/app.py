@@ -6,23 +6,36 @@ the dashboard's two streams (``/api/events``, the playground's ``/api/chat/compl
 plain ASGI too (:mod:`freellm.web.streams`); everything else (the dashboard's pages and
 ``/api/...``) goes to the quart-trio app, which is built on the first such request. The ASGI
 lifespan is answered here: the long-lived work runs in the runtime's nursery, not in Quart's.
+
+Who may call what: every route needs the unified key (or the dashboard's session) but the two
+probes, ``/livez`` and ``/readyz``: a load balancer or an orchestrator asks them without
+credentials, and they tell only whether the server is up and which background job fails.
+``/metrics`` needs the key too (Prometheus sends it with ``authorization: {credentials: ...}``
+in its scrape config): it names the providers and counts the traffic.
+The app keeps its plain routes in :attr:`App.paths` and :attr:`App.prefixes`, so that a test can
+list every route there is (tests/e2e/test_security.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from freellm.core.wire import error_body
 from freellm.shell.runtime import Runtime
+from freellm.web.auth import Access, access
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
 
-__all__ = ["create_app"]
+__all__ = ["STREAM_PATHS", "App", "create_app"]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 STREAM_PATHS = frozenset({"/api/events", "/api/chat/completions"})
 
 
-def create_app(runtime: Runtime) -> Any:
+def create_app(runtime: Runtime) -> Any:  # an App: Any for hypercorn's ASGI types
     v1 = V1(runtime.dispatcher, runtime.authorized)
     built: dict[str, Any] = {}  # the dashboard's parts, made when first asked for
 
@@ -33,44 +46,72 @@ def create_app(runtime: Runtime) -> Any:
             built["quart"] = create_dashboard(runtime)
         return built["quart"]
 
-    def streams() -> Any:
+    async def streams(scope: Scope, receive: Receive, send: Send) -> None:
         if "streams" not in built:
             from freellm.web.streams import Streams
 
             built["streams"] = Streams(runtime, v1)
-        return built["streams"]
+        await built["streams"](scope, receive, send)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def dashboard(scope: Scope, receive: Receive, send: Send) -> None:
+        await quart()(scope, receive, send)
+
+    async def livez(scope: Scope, receive: Receive, send: Send) -> None:
+        await json_response(send, 200, b'{"status":"ok"}')
+
+    async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
+        status, detail = runtime.readiness()
+        await json_response(send, status, json.dumps(detail).encode())
+
+    async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
+        if access(runtime, scope["method"], scope["headers"]) is Access.DENIED:
+            body = error_body(
+                "Send the unified freellm key as `Authorization: Bearer <key>`.",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
+            await json_response(send, 401, body)
+            return
+        body = runtime.metrics.render()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", METRICS_TYPE)],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    paths: dict[str, Handler] = {"/livez": livez, "/readyz": readyz, "/metrics": metrics}
+    paths.update(dict.fromkeys(STREAM_PATHS, streams))
+    return App(paths, {"/v1/": v1}, dashboard)
+
+
+class App:
+    """The ASGI app: a request whose path is one of :attr:`paths` goes to its handler, one that
+    starts with one of :attr:`prefixes` (``/v1/``) to that handler, anything else (a websocket
+    too) to the dashboard's Quart app."""
+
+    def __init__(self, paths: dict[str, Handler], prefixes: dict[str, Handler], rest: Handler):
+        self.paths = paths
+        self.prefixes = prefixes
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
-        if scope["type"] != "http":
-            await quart()(scope, receive, send)
-            return
-        path = scope["path"]
-        if path.startswith("/v1/"):
-            await v1(scope, receive, send)
-        elif path == "/livez":
-            await json_response(send, 200, b'{"status":"ok"}')
-        elif path == "/readyz":
-            status, detail = runtime.readiness()
-            await json_response(send, status, json.dumps(detail).encode())
-        elif path in STREAM_PATHS:
-            await streams()(scope, receive, send)
-        elif path == "/metrics":
-            body = runtime.metrics.render()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", METRICS_TYPE)],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-        else:
-            await quart()(scope, receive, send)
-
-    return app
+        if scope["type"] == "http":
+            path = scope["path"]
+            for prefix, handler in self.prefixes.items():
+                if path.startswith(prefix):
+                    await handler(scope, receive, send)
+                    return
+            exact = self.paths.get(path)
+            if exact is not None:
+                await exact(scope, receive, send)
+                return
+        await self.rest(scope, receive, send)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
