@@ -20,7 +20,13 @@ It answers, under ``--prefix`` (``/openai/v1``, where Groq serves, by default):
   body holds ``"stream":true`` or ``"stream": true`` (a byte search, no JSON parsing), an SSE
   stream in chunked transfer encoding, one HTTP chunk per event: ``--chunks`` content chunks
   (20; the first also carries the ``assistant`` role, the last ``finish_reason: "stop"``), a
-  usage-only chunk (``choices: []``) and ``data: [DONE]``, all in one write;
+  usage-only chunk (``choices: []``) and ``data: [DONE]``, all in one write; or, with a chunk
+  delay, the head and first chunk at once, then each next chunk that delay after the one before
+  (the usage chunk and ``[DONE]`` come with the last), the connection's next request read only
+  once the stream is over: 20 chunks at 0.5 s make a stream of 9.5 s, as a slow model's;
+- ``POST /bench/chunk-delay`` with the delay in seconds as its body (``0.5``): the chunk delay
+  of every stream that starts from then on (``0``: one write again). The benchmarks switch one
+  upstream between fast and slow streams with it, so that no proxy needs a second provider;
 - ``GET <prefix>/models``: a list of the one ``--model`` (freellm's key checks call it);
 - anything else: 404 with an OpenAI error body. Keys are never checked.
 
@@ -36,7 +42,7 @@ The event loop is uvloop's when ``uvloop`` can be imported, else asyncio's own; 
 says which ran (``--loop asyncio`` forces asyncio's)::
 
     python bench/_upstream.py --port 0 [--prefix /openai/v1] [--model M] [--chunks 20]
-        [--ratelimit-headers] [--loop auto|asyncio]
+        [--chunk-delay S] [--ratelimit-headers] [--loop auto|asyncio]
     upstream at http://127.0.0.1:40123/openai/v1 pid 4242 loop asyncio
 
 It runs until SIGINT or SIGTERM, then prints how many requests it answered. Only the standard
@@ -70,6 +76,7 @@ RATELIMIT_HEADERS: Final = (
     ("x-ratelimit-reset-tokens", "7.66s"),
 )
 STREAM_MARKERS: Final = (b'"stream":true', b'"stream": true')
+DELAY_PATH: Final = b"/bench/chunk-delay"
 REASONS: Final = {
     200: "OK",
     400: "Bad Request",
@@ -108,9 +115,17 @@ def _error(status: int, message: str, *, close: bool = False) -> bytes:
 
 
 class Answers:
-    """Every answer, as the bytes written to the socket, built once."""
+    """Every answer, as the bytes written to the socket, built once; and the chunk delay."""
 
-    def __init__(self, prefix: str, model: str, chunks: int, ratelimit_headers: bool) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        model: str,
+        chunks: int,
+        ratelimit_headers: bool,
+        chunk_delay: float = 0.0,
+    ) -> None:
+        self.chunk_delay = chunk_delay
         extra = RATELIMIT_HEADERS if ratelimit_headers else ()
         self.chat_path = f"{prefix}/chat/completions".encode()
         self.models_path = f"{prefix}/models".encode()
@@ -153,12 +168,15 @@ class Answers:
             "transfer-encoding: chunked",
             *(f"{name}: {value}" for name, value in extra),
         ]
-        body = bytearray(("\r\n".join(stream_head) + "\r\n\r\n").encode())
+        frames = []
         for event in events:
             frame = b"data: " + event + b"\n\n"
-            body += f"{len(frame):x}\r\n".encode() + frame + b"\r\n"
-        body += b"0\r\n\r\n"
-        self.stream = bytes(body)
+            frames.append(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+        frames.append(b"0\r\n\r\n")
+        # What a delayed stream writes after its head: one part per content chunk, the last
+        # with the usage chunk, [DONE] and the end of the body.
+        self.stream_parts = (*frames[: chunks - 1], b"".join(frames[chunks - 1 :]))
+        self.stream = ("\r\n".join(stream_head) + "\r\n\r\n").encode() + b"".join(frames)
 
         models = {
             "object": "list",
@@ -168,19 +186,40 @@ class Answers:
         self.not_found = _error(404, "no such route on the bench upstream")
         self.not_found_close = _error(404, "no such route on the bench upstream", close=True)
 
-    def answer(self, method: bytes, target: bytes, body: bytes, close: bool) -> bytes:
+    def answer(self, method: bytes, target: bytes, body: bytes, close: bool) -> tuple[bytes, bool]:
+        """The answer to one request, and whether it is a stream."""
         path = target.split(b"?", 1)[0]
+        streamed = False
         if method == b"POST" and path == self.chat_path:
             streamed = STREAM_MARKERS[0] in body or STREAM_MARKERS[1] in body
             answer = self.stream if streamed else self.chat
         elif method == b"GET" and path == self.models_path:
             answer = self.models
+        elif method == b"POST" and path == DELAY_PATH:
+            answer = self._set_delay(body)
         else:
-            return self.not_found_close if close else self.not_found
+            return (self.not_found_close if close else self.not_found), False
         if close:  # rare (HTTP/1.0, Connection: close): say so in the head
             head, _, rest = answer.partition(b"\r\n\r\n")
-            return head + b"\r\nconnection: close\r\n\r\n" + rest
-        return answer
+            answer = head + b"\r\nconnection: close\r\n\r\n" + rest
+        return answer, streamed
+
+    def _set_delay(self, body: bytes) -> bytes:
+        try:
+            delay = float(body)
+        except ValueError:
+            delay = -1.0
+        if not 0 <= delay <= 60:
+            return _error(400, "the body must be a chunk delay in seconds, from 0 to 60")
+        self.chunk_delay = delay
+        return _response(200, _json({"chunk_delay": delay}))
+
+    def delayed(self, answer: bytes) -> list[bytes]:
+        """A stream's answer as the parts a chunk delay apart: its head with the first chunk,
+        then one part per chunk."""
+        head_end = answer.index(b"\r\n\r\n") + 4
+        first, *rest = self.stream_parts
+        return [answer[:head_end] + first, *rest]
 
 
 def _header(lower_head: bytes, name: bytes) -> bytes | None:
@@ -204,6 +243,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.writable = True
         self.closing = False
+        self.streaming: asyncio.TimerHandle | None = None  # the next part of a delayed stream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -212,10 +252,13 @@ class UpstreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.transport = None
+        if self.streaming is not None:
+            self.streaming.cancel()
+            self.streaming = None
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self.writable and not self.closing:
+        if self.writable and not self.closing and self.streaming is None:
             self._answer_all()
 
     def pause_writing(self) -> None:
@@ -228,7 +271,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.writable = True
         if self.transport is not None and not self.closing:
             self.transport.resume_reading()
-            self._answer_all()
+            if self.streaming is None:
+                self._answer_all()
 
     def _answer_all(self) -> None:
         transport = self.transport
@@ -266,14 +310,37 @@ class UpstreamProtocol(asyncio.Protocol):
                 break  # the rest of the body is still on its way
             connection = _header(lower, b"connection:")
             close = version == b"HTTP/1.0" or connection == b"close"
-            answer = self.answers.answer(method, target, bytes(buffer[body_start:body_end]), close)
+            answers = self.answers
+            answer, streamed = answers.answer(
+                method, target, bytes(buffer[body_start:body_end]), close
+            )
             UpstreamProtocol.served += 1
             start = body_end
+            if streamed and answers.chunk_delay > 0:
+                self._write_slowly(answers.delayed(answer), answers.chunk_delay, close)
+                break
             if close:
                 self._finish(answer)
                 break
             transport.write(answer)
         del buffer[:start]
+
+    def _write_slowly(self, parts: list[bytes], delay: float, close: bool) -> None:
+        """Write ``parts`` one by one, ``delay`` apart; then close, or answer what came since."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(parts[0])
+        if len(parts) > 1:
+            loop = asyncio.get_running_loop()
+            self.streaming = loop.call_later(delay, self._write_slowly, parts[1:], delay, close)
+            return
+        self.streaming = None
+        if close:
+            self.closing = True
+            transport.close()
+        elif self.writable:
+            self._answer_all()
 
     def _finish(self, answer: bytes) -> None:
         self.closing = True
@@ -298,7 +365,9 @@ async def serve(host: str, port: int, answers: Answers, loop_name: str, prefix: 
     """Serve ``answers`` on ``host:port`` until SIGINT or SIGTERM; print the URL first."""
     loop = asyncio.get_running_loop()
     UpstreamProtocol.answers = answers
-    server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024)
+    # A deep backlog: the benchmarks open a thousand streams at once (the kernel caps it at
+    # net.core.somaxconn).
+    server = await loop.create_server(UpstreamProtocol, host, port, backlog=4096)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -311,11 +380,16 @@ async def serve(host: str, port: int, answers: Answers, loop_name: str, prefix: 
 
 
 def command(
-    *, prefix: str, model: str, ratelimit_headers: bool, chunks: int = DEFAULT_CHUNKS
+    *,
+    prefix: str,
+    model: str,
+    ratelimit_headers: bool,
+    chunks: int = DEFAULT_CHUNKS,
+    chunk_delay: float = 0.0,
 ) -> list[str]:
     """The argv that starts this upstream on a free port (wait for :data:`URL_PATTERN`)."""
     argv = [sys.executable, os.path.abspath(__file__), "--port", "0", "--prefix", prefix]
-    argv += ["--model", model, "--chunks", str(chunks)]
+    argv += ["--model", model, "--chunks", str(chunks), "--chunk-delay", str(chunk_delay)]
     return [*argv, "--ratelimit-headers"] if ratelimit_headers else argv
 
 
@@ -326,13 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"({DEFAULT_PREFIX})")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"({DEFAULT_MODEL})")
     parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, help="content chunks (20)")
+    parser.add_argument(
+        "--chunk-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds between a stream's chunks (0: the whole stream in one write)",
+    )
     parser.add_argument("--ratelimit-headers", action="store_true", help="send Groq's")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     args = parser.parse_args(argv)
-    if args.chunks < 1:
-        parser.error("--chunks must be >= 1")
+    if args.chunks < 1 or not 0 <= args.chunk_delay <= 60:
+        parser.error("--chunks must be >= 1 and --chunk-delay from 0 to 60")
     prefix = "/" + args.prefix.strip("/") if args.prefix.strip("/") else ""
-    answers = Answers(prefix, args.model, args.chunks, args.ratelimit_headers)
+    answers = Answers(prefix, args.model, args.chunks, args.ratelimit_headers, args.chunk_delay)
     loop, loop_name = _new_loop(args.loop)
     try:
         loop.run_until_complete(serve(args.host, args.port, answers, loop_name, prefix))
