@@ -26,12 +26,14 @@ MAX_TOKENS: Final = 16
 
 @attrs.frozen
 class Endpoint:
-    """A chat completions URL, the key it takes, and the ``model`` to ask it for."""
+    """A chat completions URL, the key it takes, the ``model`` to ask it for, and any other
+    headers it needs (Portkey's gateway is told the provider and upstream in headers)."""
 
     name: str
     url: str
     token: str
     model: str
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def host(self) -> str:
@@ -66,7 +68,8 @@ class Endpoint:
             f"Host: {self.host}:{self.port}\r\n"
             f"Authorization: Bearer {self.token}\r\n"
             "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+            + f"Content-Length: {len(body)}\r\n\r\n"
         )
         return head.encode() + body
 
@@ -92,14 +95,16 @@ class Measured:
 class Generator(Protocol):
     name: str
 
-    def run(self, endpoint: Endpoint, concurrency: int, duration: float) -> Measured: ...
+    def run(
+        self, endpoint: Endpoint, concurrency: int, duration: float, *, stream: bool = False
+    ) -> Measured: ...
 
 
 WRK_SCRIPT: Final = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
-wrk.body = [==[{body}]==]
+{headers}wrk.body = [==[{body}]==]
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -112,11 +117,13 @@ end
 """
 
 
-def wrk_script(endpoint: Endpoint, workdir: Path) -> Path:
-    """The Lua script that makes wrk send ``endpoint``'s non-streamed request."""
-    script = workdir / f"{endpoint.name}.lua"
-    body = endpoint.body(stream=False).decode()
-    script.write_text(WRK_SCRIPT.format(token=endpoint.token, body=body))
+def wrk_script(endpoint: Endpoint, workdir: Path, *, stream: bool = False) -> Path:
+    """The Lua script that makes wrk send ``endpoint``'s request (streamed or not): wrk reads a
+    chunked SSE answer to its end, so a streamed request's latency is the whole stream's."""
+    script = workdir / f"{endpoint.name}{'-stream' if stream else ''}.lua"
+    body = endpoint.body(stream=stream).decode()
+    headers = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in endpoint.headers)
+    script.write_text(WRK_SCRIPT.format(token=endpoint.token, headers=headers, body=body))
     return script
 
 
@@ -133,8 +140,10 @@ class Wrk:
         words = (version.stdout + version.stderr).split()
         self.name = f"wrk {words[1]}" if len(words) > 1 else "wrk"
 
-    def run(self, endpoint: Endpoint, concurrency: int, duration: float) -> Measured:
-        script = wrk_script(endpoint, self.workdir)
+    def run(
+        self, endpoint: Endpoint, concurrency: int, duration: float, *, stream: bool = False
+    ) -> Measured:
+        script = wrk_script(endpoint, self.workdir, stream=stream)
         seconds = max(1, round(duration))
         argv = [
             *self.prefix,
@@ -239,6 +248,31 @@ class Connection:
             await self._exactly(int(length[1]) if length else 0)
         return status, time.perf_counter() - began, first, b"connection: close" not in head
 
+    async def fetch(self, request: bytes) -> tuple[int, bytes]:
+        """Send ``request``, read the whole answer: its status and its body, de-chunked (framed
+        by ``content-length``, chunked encoding, or the end of the connection)."""
+        view = memoryview(request)
+        while view:
+            view = view[await self.sock.send(view) :]
+        head = (await self._until(b"\r\n\r\n")).lower()
+        try:
+            status = int(head[9:12])
+        except ValueError:
+            raise ProtocolError(f"not an HTTP status line: {head[:40]!r}") from None
+        body = bytearray()
+        if b"transfer-encoding: chunked" in head:
+            while size := int((await self._until(b"\r\n")).split(b";")[0], 16):
+                body += (await self._exactly(size + 2))[:-2]
+            await self._until(b"\r\n")  # the end of the (empty) trailers
+        elif length := re.search(rb"content-length:\s*(\d+)", head):
+            body += await self._exactly(int(length[1]))
+        else:
+            while data := await self.sock.recv(65536):
+                self.buffer += data
+            body += self.buffer
+            self.buffer.clear()
+        return status, bytes(body)
+
 
 @attrs.frozen
 class Samples:
@@ -309,8 +343,10 @@ class PythonLoad:
 
     name = "python (trio raw sockets, keep-alive)"
 
-    def run(self, endpoint: Endpoint, concurrency: int, duration: float) -> Measured:
-        samples = trio.run(partial(drive, stream=False), endpoint, concurrency, duration)
+    def run(
+        self, endpoint: Endpoint, concurrency: int, duration: float, *, stream: bool = False
+    ) -> Measured:
+        samples = trio.run(partial(drive, stream=stream), endpoint, concurrency, duration)
         return Measured(
             requests=len(samples.latencies),
             seconds=samples.seconds,
