@@ -20,6 +20,7 @@ from freellm.core.catalog import (
     ConfigError,
     Dialect,
     ModelSpec,
+    PoolSettings,
     ProviderSpec,
     Target,
     apply_config,
@@ -307,6 +308,15 @@ def test_router_settings_replace_the_defaults_they_name_and_keep_the_rest() -> N
     assert settings_.default_completion_tokens == defaults.default_completion_tokens
 
 
+def test_the_pool_leaves_its_cap_to_the_open_files_limit_unless_told() -> None:
+    assert bundled().pool == PoolSettings(max_connections=None, max_idle=32)
+    assert bundled().timeouts.pool == 1.0
+    catalog = configured("[pool]\nmax_connections = 500\n[timeouts]\npool_s = 0.25\n")
+    assert catalog.pool == PoolSettings(max_connections=500, max_idle=32)
+    assert catalog.timeouts.pool == 0.25
+    assert catalog.timeouts.connect == bundled().timeouts.connect
+
+
 def test_a_model_added_to_a_catalog_provider_joins_its_models_and_resolves() -> None:
     catalog = configured('[[providers.groq.models]]\nid = "brand-new"\nrpm = 5\n')
     groq = catalog.providers["groq"]
@@ -512,6 +522,10 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
         "must be a finite number >= 0",
     ),
     ("boolean sticky_ttl_s", "[router]\nsticky_ttl_s = true\n", "router.sticky_ttl_s", "number"),
+    ("pool of no connection", "[pool]\nmax_connections = 0\n", "pool.max_connections", ">= 1"),
+    ("pool idle negative", "[pool]\nmax_idle = -1\n", "pool.max_idle", ">= 0"),
+    ("pool unknown key", "[pool]\nmax_conns = 9\n", "pool.max_conns", "unknown"),
+    ("pool wait zero", "[timeouts]\npool_s = 0\n", "timeouts.pool_s", "> 0"),
 ]
 
 

@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from freellm.core.outcome import TransportError
 from freellm.shell.transport import H11Transport
+from freellm.shell.upstream import transport_error
 from freellm.sim.fakes import FakeCaps, open_fake_provider
 
 KEY = "sk-transport"
@@ -356,6 +358,69 @@ async def test_concurrent_requests_share_a_bounded_pool() -> None:
         assert server.connections == 3
 
 
+async def test_by_default_the_pool_opens_a_connection_for_every_concurrent_request() -> None:
+    # Long streams hold their connections: a cap per origin (64, once) is a silent ceiling on
+    # conversations. Every one of 300 requests held open at once gets its own connection.
+    arrived = 0
+    release = trio.Event()
+
+    async def held(stream: trio.abc.Stream, n: int) -> None:
+        nonlocal arrived
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            arrived += 1
+            await release.wait()
+            await stream.send_all(answer(b"ok"))
+
+    async with raw_server(held) as server:
+        transport = H11Transport(max_idle=8)
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            statuses: list[int] = []
+
+            async def one() -> None:
+                statuses.append((await client.get(server.url)).status_code)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(300):
+                    nursery.start_soon(one)
+                with trio.fail_after(10):
+                    while arrived < 300:
+                        await trio.sleep(0.01)
+                release.set()
+            assert statuses == [200] * 300
+            assert transport.idle_connections() == 8
+        assert server.connections == 300
+
+
+async def test_a_full_pool_is_a_pool_timeout_after_the_pool_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    autojump_clock.autojump_threshold = 0.01  # real sockets: jump only when they are quiet
+    release = trio.Event()
+
+    async def held(stream: trio.abc.Stream, n: int) -> None:
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            await release.wait()
+            await stream.send_all(answer(b"ok"))
+
+    async with raw_server(held) as server:
+        transport = H11Transport(max_connections=2)
+        timeout = httpx.Timeout(30, pool=1.5)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+            async with trio.open_nursery() as nursery:
+                for _ in range(2):
+                    nursery.start_soon(client.get, server.url)
+                await trio.sleep(1)
+                started = trio.current_time()
+                with pytest.raises(httpx.PoolTimeout):
+                    await client.get(server.url)
+                assert trio.current_time() - started == pytest.approx(1.5)
+                release.set()
+            # Once the held requests are answered, the pool serves again.
+            assert (await client.get(server.url)).content == b"ok"
+
+
 async def test_concurrent_requests_against_the_fake() -> None:
     transport = H11Transport()
     async with fake_client(transport) as (fake, client):
@@ -451,3 +516,21 @@ async def test_https_is_verified_and_kept_alive(tmp_path: Path) -> None:
             with pytest.raises(httpx.ConnectError):
                 await client.get(url)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [
+        (httpx.PoolTimeout("full"), TransportError.CONNECT),  # never reached the provider
+        (httpx.ConnectTimeout("slow"), TransportError.CONNECT),
+        (httpx.ConnectError("refused"), TransportError.CONNECT),
+        (httpx.ReadTimeout("quiet"), TransportError.TIMEOUT),
+        (httpx.WriteTimeout("stuck"), TransportError.TIMEOUT),
+        (httpx.RemoteProtocolError("cut"), TransportError.PROTOCOL),
+        (httpx.ReadError("reset"), TransportError.PROTOCOL),
+    ],
+)
+def test_each_transport_failure_is_one_outcome_kind(
+    exc: httpx.HTTPError, error: TransportError
+) -> None:
+    assert transport_error(exc) is error

@@ -38,6 +38,7 @@ __all__ = [
     "DashboardSettings",
     "Dialect",
     "ModelSpec",
+    "PoolSettings",
     "ProviderSpec",
     "RouterSettings",
     "StoreSettings",
@@ -196,6 +197,25 @@ class Timeouts:
     idle: float = 60.0  # between two reads of an answer
     total: float = 900.0  # the whole call, a stream to its end included
     drain: float = 1.0  # after a stream's [DONE], for its body to end (else its connection goes)
+    pool: float = 1.0  # for a free connection to the provider, when its pool is at max_connections
+
+
+@attrs.frozen
+class PoolSettings:
+    """``[pool]``: the keep-alive connections to each provider.
+
+    ``max_connections`` caps the connections open to one provider at once; ``None`` (the
+    default) leaves the cap to the open-files limit: a connection needs a file descriptor, and
+    a cap below what the machine allows would only queue requests the provider might serve (an
+    LLM stream holds its connection for tens of seconds, so any small cap is a ceiling on
+    conversations). A request that finds the pool full waits ``[timeouts] pool_s``, then fails
+    over like a connect error. How many requests a model takes at once is the router's business
+    (the ``concurrency`` cap), not the pool's. ``max_idle`` is how many idle connections each
+    provider keeps for reuse.
+    """
+
+    max_connections: int | None = None
+    max_idle: int = 32
 
 
 @attrs.frozen
@@ -216,6 +236,7 @@ class Catalog:
     store: StoreSettings = StoreSettings()
     timeouts: Timeouts = Timeouts()
     dashboard: DashboardSettings = DashboardSettings()
+    pool: PoolSettings = PoolSettings()
     chain_targets: tuple[Target, ...] = attrs.field(init=False, eq=False)
     by_model: Mapping[str, tuple[Target, ...]] = attrs.field(init=False, eq=False)
 
@@ -270,10 +291,10 @@ _ROUTER_KEYS: Final = frozenset(
     {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
 )
 _TOP_KEYS: Final = frozenset(
-    {"providers", "router", "store", "timeouts", "dashboard", "updated", "source"}
+    {"providers", "router", "store", "timeouts", "dashboard", "pool", "updated", "source"}
 )
 _TIMEOUT_KEYS: Final = {"connect_s": "connect", "first_byte_s": "first_byte", "idle_s": "idle",
-                        "total_s": "total", "drain_s": "drain"}  # fmt: skip
+                        "total_s": "total", "drain_s": "drain", "pool_s": "pool"}  # fmt: skip
 _PROVIDER_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
@@ -309,6 +330,7 @@ def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
         _apply_store(catalog.store, _table(config, "store")),
         _apply_timeouts(catalog.timeouts, _table(config, "timeouts")),
         _apply_dashboard(catalog.dashboard, _table(config, "dashboard")),
+        _apply_pool(catalog.pool, _table(config, "pool")),
     )
 
 
@@ -443,6 +465,16 @@ def _apply_dashboard(base: DashboardSettings, table: Mapping[str, Any]) -> Dashb
     if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours < math.inf:
         raise ConfigError("dashboard.session_hours", f"must be a finite number > 0, got {hours!r}")
     return DashboardSettings(session_hours=float(hours))
+
+
+def _apply_pool(base: PoolSettings, table: Mapping[str, Any]) -> PoolSettings:
+    _check_table(table, "pool", frozenset({"max_connections", "max_idle"}))
+    changes: dict[str, int] = {}
+    if "max_connections" in table:
+        changes["max_connections"] = _count(table, "pool", "max_connections", minimum=1)
+    if "max_idle" in table:
+        changes["max_idle"] = _count(table, "pool", "max_idle", minimum=0)
+    return attrs.evolve(base, **changes)
 
 
 def _apply_timeouts(base: Timeouts, table: Mapping[str, Any]) -> Timeouts:

@@ -8,11 +8,12 @@ the one :class:`~freellm.shell.state.StateHolder`, then runs the background jobs
 - ``log writer``: the request log, written in batches;
 - ``settings``: changes other processes made to the store, applied within about a second, and the
   key health the server observed, written back;
-- ``state``: the ledger and the sessions, saved every few seconds;
+- ``state``: the ledger and the sessions, saved every few seconds and soon after a cooldown
+  starts (:mod:`freellm.shell.persistence`, which also says what a restart after a crash keeps);
 - ``log retention``: requests older than ``[store] keep_days``, pruned hourly;
 - ``key checks``: each key probed every few minutes.
 
-On the way out it saves the state and the health and flushes the log.
+On the way out it saves the state (marked as a clean stop) and the health and flushes the log.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from typing import Any, Final
 import attrs
 import trio
 
-from freellm.core import ledger as ledger_
-from freellm.core import sessions as sessions_
 from freellm.core.catalog import Timeouts
 from freellm.core.router import RouterState, Topology
 from freellm.shell.background import Background
@@ -39,6 +38,7 @@ from freellm.shell.events import Events
 from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, LiveSettings
 from freellm.shell.logins import Logins
 from freellm.shell.metrics import Metrics
+from freellm.shell.persistence import COOLDOWN_TICK_S, Persistence, recover, restore
 from freellm.shell.probes import PROBE_TICK_S, jittered, probe_due
 from freellm.shell.secrets import Vault, load_master_key, new_unified_key, unified_key_matches
 from freellm.shell.state import StateHolder
@@ -50,11 +50,9 @@ __all__ = ["Runtime", "open_runtime", "read_unified_key"]
 
 logger = logging.getLogger("freellm.runtime")
 
-PERSIST_EVERY_S: Final = 5.0
 SETTINGS_EVERY_S: Final = 1.0
 PRUNE_EVERY_S: Final = 3600.0
 DAY_S: Final = 86_400.0
-STATE_NAME: Final = "router"
 REVOKED_SESSIONS_SETTING: Final = "revoked_sessions"
 
 
@@ -68,12 +66,12 @@ class Runtime:
     settings: LiveSettings
     background: Background
     logins: Logins
+    persistence: Persistence
     events: Events = attrs.field(factory=Events)
     tasks: trio.Nursery | None = None  # for short work started by a request, outliving it
     created_unified_key: bool = False
     ready: bool = False
     clock: Callable[[], float] = time.time
-    _saved_version: int = -1
 
     @property
     def unified_key(self) -> str:
@@ -100,19 +98,9 @@ class Runtime:
         status = "ready" if self.background.healthy else "degraded"
         return 200, {"status": status, "background": self.background.report()}
 
-    def snapshot(self) -> dict[str, Any]:
-        state = self.holder.state
-        return {
-            "ledger": ledger_.to_data(ledger_.prune(state.ledger, now=self.clock())),
-            "sessions": sessions_.to_data(state.sessions),
-        }
-
     async def save_state(self) -> None:
-        """Save the ledger and sessions, if they changed since the last save."""
-        version = self.holder.version
-        if version != self._saved_version:
-            await self.store.save_state(STATE_NAME, self.snapshot())
-            self._saved_version = version
+        """Save the ledger and sessions now (see :mod:`freellm.shell.persistence`)."""
+        await self.persistence.save()
 
     async def save_logouts(self) -> None:
         """Remember the sessions logged out before their time, across restarts."""
@@ -220,13 +208,20 @@ async def open_runtime(
     vault = RemoteVault(load_master_key(data_dir, env.get("ENCRYPTION_KEY")))
     async with (
         open_store(data_dir / "freellm.db") as store,
-        open_upstreams(timeouts or catalog.timeouts) as upstreams,
+        open_upstreams(timeouts or catalog.timeouts, catalog.pool) as upstreams,
     ):
         unified_key, created = await read_unified_key(store, vault)
         holder = StateHolder(RouterState(Topology(catalog)))
-        await _restore(holder, store)
+        unclean = await restore(holder, store)
         settings = LiveSettings(store, vault, holder, catalog, unified_key=unified_key)
         await settings.load()
+        if unclean is not None:
+            total_s = (timeouts or catalog.timeouts).total
+            await recover(holder, store, unclean, now=clock(), total_s=total_s)
+        persistence = Persistence(holder, store, clock)
+        # Before the first request, so that a crash from here on is known as one. A store that
+        # cannot write does not stop the server: the state job tries again, and /readyz says so.
+        await _first_save(persistence)
         metrics = Metrics()
         background = Background(clock)
         revoked = await store.get_setting(REVOKED_SESSIONS_SETTING)
@@ -245,6 +240,7 @@ async def open_runtime(
             settings=settings,
             background=background,
             logins=logins,
+            persistence=persistence,
             created_unified_key=created,
             clock=clock,
         )
@@ -260,7 +256,7 @@ async def open_runtime(
                 jobs: list[tuple[str, Callable[[], Any], Any]] = [
                     ("log writer", store.write_round, 0.0),
                     ("settings", settings_round, SETTINGS_EVERY_S),
-                    ("state", runtime.save_state, PERSIST_EVERY_S),
+                    ("state", persistence.round, COOLDOWN_TICK_S),
                     ("log retention", runtime.prune_log, PRUNE_EVERY_S),
                 ]
                 if probes:
@@ -276,7 +272,7 @@ async def open_runtime(
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await _last_save("the router state", runtime.save_state)
+                await _last_save("the router state", partial(persistence.save, running=False))
                 await _last_save("key health", settings.save_health)
 
 
@@ -289,16 +285,8 @@ async def _last_save(what: str, save: Callable[[], Any]) -> None:
         logger.error("could not save %s on the way out", what, exc_info=True)
 
 
-async def _restore(holder: StateHolder, store: Store) -> None:
-    """The ledger and sessions saved by the last run, if any and readable (calls in flight at a
-    crash are over; their usage still counts)."""
-    saved = await store.load_state(STATE_NAME)
-    if saved is None:
-        return
+async def _first_save(persistence: Persistence) -> None:
     try:
-        ledger = ledger_.release_inflight(ledger_.from_data(saved["ledger"]))
-        sessions = sessions_.from_data(saved["sessions"])
-    except (KeyError, TypeError, ValueError) as exc:
-        logger.warning("the saved router state is not readable (%s): starting afresh", exc)
-        return
-    holder.apply(lambda state: attrs.evolve(state, ledger=ledger, sessions=sessions))
+        await persistence.save()
+    except Exception:
+        logger.error("could not save the router state at start-up", exc_info=True)

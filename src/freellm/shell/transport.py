@@ -20,8 +20,9 @@ Theory of operation
   answered).
 - Every wait has its own deadline from httpx's per-request timeouts (``connect``, ``read``,
   ``write``, ``pool``); ``None`` waits forever.
-- At most ``max_connections`` connections per origin are open at once; a request beyond that
-  waits for one to be released (``pool`` timeout).
+- At most ``max_connections`` connections per origin are open at once (``None``: as many as the
+  open-files limit allows; past it, connecting fails with ``ConnectError``); a request beyond
+  that waits for one to be released (``pool`` timeout), then fails with ``PoolTimeout``.
 
 Errors are httpx's own, so callers handle this transport as any other::
 
@@ -54,8 +55,7 @@ __all__ = ["Answer", "H11Transport"]
 DEFAULT_HEADERS: Final = ((b"accept", b"*/*"), (b"user-agent", b"freellm"))
 
 READ_SIZE: Final = 65536
-MAX_CONNECTIONS: Final = 64  # per origin
-MAX_IDLE: Final = 16  # per origin
+MAX_IDLE: Final = 32  # per origin
 KEEPALIVE_EXPIRY_S: Final = 15.0
 
 Origin = tuple[str, str, int]
@@ -134,14 +134,14 @@ class H11Transport(httpx.AsyncBaseTransport):
         self,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        max_connections: int = MAX_CONNECTIONS,
+        max_connections: int | None = None,
         max_idle: int = MAX_IDLE,
         keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
         connect: Connect | None = None,
     ) -> None:
         self._ssl_context = ssl_context
         self._open: Connect = connect or trio.open_tcp_stream
-        self._max_connections = max_connections
+        self._max_connections: float = math.inf if max_connections is None else max_connections
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
         self._pools: dict[Origin, _Pool] = {}
@@ -152,6 +152,10 @@ class H11Transport(httpx.AsyncBaseTransport):
     def idle_connections(self) -> int:
         """How many connections wait in the pool (for tests)."""
         return sum(len(pool.idle) for pool in self._pools.values())
+
+    def open_connections(self) -> int:
+        """How many connections are open, idle or busy (for tests and ``/metrics``)."""
+        return sum(pool.open for pool in self._pools.values())
 
     def _take_idle(self, pool: _Pool) -> _Connection | None:
         now = trio.current_time()

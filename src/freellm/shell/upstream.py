@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from freellm.core.catalog import Timeouts
+from freellm.core.catalog import PoolSettings, Timeouts
 from freellm.core.dialects.adapters import Outgoing
 from freellm.core.outcome import TransportError
 from freellm.shell.transport import Answer, Connect, H11Transport
@@ -35,13 +35,20 @@ class Upstreams:
     pools open TCP streams (tests: a socket pair to a scripted server).
     """
 
-    def __init__(self, timeouts: Timeouts, *, connect: Connect | None = None) -> None:
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        pool: PoolSettings | None = None,
+        *,
+        connect: Connect | None = None,
+    ) -> None:
         self.timeouts = timeouts
+        self.settings = pool or PoolSettings()
         self._waits: Mapping[str, float | None] = {
             "connect": timeouts.connect,
             "read": timeouts.idle,
             "write": timeouts.first_byte,
-            "pool": timeouts.first_byte,
+            "pool": timeouts.pool,
         }
         self._pools: dict[str, H11Transport] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -55,7 +62,10 @@ class Upstreams:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()
             pool = self._pools[provider] = H11Transport(
-                ssl_context=self._tls, connect=self._connect
+                ssl_context=self._tls,
+                max_connections=self.settings.max_connections,
+                max_idle=self.settings.max_idle,
+                connect=self._connect,
             )
         return pool
 
@@ -81,6 +91,11 @@ class Upstreams:
             outgoing.method.encode(), outgoing.url, headers, outgoing.body, self._waits
         )
 
+    def connections(self) -> tuple[int, int]:
+        """(open, idle) connections to every provider."""
+        pools = self._pools.values()
+        return sum(p.open_connections() for p in pools), sum(p.idle_connections() for p in pools)
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         pools, self._pools = list(self._pools.values()), {}
@@ -92,9 +107,12 @@ class Upstreams:
 
 @asynccontextmanager
 async def open_upstreams(
-    timeouts: Timeouts | None = None, *, connect: Connect | None = None
+    timeouts: Timeouts | None = None,
+    pool: PoolSettings | None = None,
+    *,
+    connect: Connect | None = None,
 ) -> AsyncIterator[Upstreams]:
-    upstreams = Upstreams(timeouts or Timeouts(), connect=connect)
+    upstreams = Upstreams(timeouts or Timeouts(), pool, connect=connect)
     try:
         yield upstreams
     finally:
@@ -102,9 +120,13 @@ async def open_upstreams(
 
 
 def transport_error(exc: httpx.HTTPError) -> TransportError:
-    """The one place httpx's exception tree meets the core's outcome kinds."""
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return TransportError.TIMEOUT
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    """The one place httpx's exception tree meets the core's outcome kinds.
+
+    A request that found the provider's pool full for ``[timeouts] pool_s`` never reached the
+    provider: it fails over as a connect error does, not as a timeout (which may have used it).
+    """
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return TransportError.CONNECT
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportError.TIMEOUT
     return TransportError.PROTOCOL
