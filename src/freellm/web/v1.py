@@ -16,7 +16,7 @@ from typing import Any, Final
 import trio
 
 from freellm.core.chat import BadRequest, inspect_request
-from freellm.core.wire import error_body
+from freellm.core.wire import NotJSON, decode, error_body
 from freellm.shell.dispatch import Dispatcher, Headers
 
 __all__ = ["V1", "json_response"]
@@ -27,6 +27,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+BODY_TIMEOUT_S = 60.0
+"""How long a request's body may take to arrive, from its head on: then 408 and the connection
+closes. A client that trickles its body (slowloris) would otherwise hold its connection for as
+long as it likes; hypercorn's own read timeout cannot help, as it also cuts every stream whose
+client sends nothing while it reads. Read when a body is read, so a test can shorten it."""
 JSON: Final = (b"content-type", b"application/json")
 
 
@@ -120,18 +125,13 @@ class V1:
 
     async def chat(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         ids = [(b"x-request-id", request_id.encode())]
-        body = await self._read_body(receive, send, ids)
+        body = await self._read_body(scope, receive, send, ids)
         if body is None:
             return
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            await json_response(
-                send,
-                400,
-                error_body("The request body is not valid JSON.", "invalid_request_error"),
-                ids,
-            )
+        data = decode(body)
+        if isinstance(data, NotJSON):
+            problem = error_body(data.message, "invalid_request_error", param=data.param)
+            await json_response(send, 400, problem, ids)
             return
         shape = inspect_request(data)
         if isinstance(shape, BadRequest):
@@ -149,26 +149,44 @@ class V1:
             )
             nursery.cancel_scope.cancel()
 
-    async def _read_body(self, receive: Receive, send: Send, ids: Headers) -> bytes | None:
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send, ids: Headers
+    ) -> bytes | None:
+        """The whole body, or None once the client left or got its error (413, 408)."""
+        declared = _header(scope["headers"], b"content-length") or ""
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(send, ids)  # at once: the body is not worth waiting for
+            return None
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            piece = message.get("body", b"")
-            size += len(piece)
-            if size > self.max_body_bytes:
-                body = error_body(
-                    f"The request body is larger than {self.max_body_bytes} bytes.",
-                    "invalid_request_error",
-                    code="request_too_large",
-                )
-                await json_response(send, 413, body, ids)
-                return None
-            chunks.append(piece)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        with trio.move_on_after(BODY_TIMEOUT_S):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                piece = message.get("body", b"")
+                size += len(piece)
+                if size > self.max_body_bytes:
+                    await self._too_large(send, ids)
+                    return None
+                chunks.append(piece)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        late = error_body(
+            f"The request body did not arrive within {BODY_TIMEOUT_S:g} s.",
+            "invalid_request_error",
+            code="request_timeout",
+        )
+        await json_response(send, 408, late, ids)
+        return None
+
+    async def _too_large(self, send: Send, ids: Headers) -> None:
+        body = error_body(
+            f"The request body is larger than {self.max_body_bytes} bytes.",
+            "invalid_request_error",
+            code="request_too_large",
+        )
+        await json_response(send, 413, body, ids)
 
 
 class _Client:
