@@ -6,10 +6,12 @@ Theory of operation
 One connection per store, opened with ``check_same_thread=False`` and used only from trio worker
 threads, one call at a time: every call goes through ``trio.to_thread.run_sync`` with the store's
 own ``CapacityLimiter(1)``, so the event loop never blocks on the disk and the connection never
-sees two threads at once. The database runs in WAL mode with ``synchronous=NORMAL`` (a commit is
-durable once the WAL is checkpointed or the OS flushes it; a power cut may lose the last commits,
-never corrupt the file), foreign keys on, and a busy timeout so that a CLI command writing while
-the server runs waits instead of failing. Every write is one ``BEGIN IMMEDIATE`` transaction.
+sees two threads at once. The database runs in WAL mode with ``synchronous=NORMAL``: a commit is
+in the WAL file when it returns, so a process killed at any moment (``kill -9``) loses nothing it
+committed and the next open finds the file whole (SQLite replays the WAL); a power cut may lose
+the last commits, never corrupt the file. Foreign keys are on, and a busy timeout makes a CLI
+command writing while the server runs wait instead of failing. Every write is one ``BEGIN
+IMMEDIATE`` transaction.
 
 The store never sees a plaintext secret: it takes and returns the sealed bytes of
 :mod:`freellm.shell.secrets`.

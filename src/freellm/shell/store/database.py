@@ -391,6 +391,18 @@ class Store:
 
         return await self._read(select)
 
+    async def last_request_end(self, since: float) -> float | None:
+        """When the last request written that arrived at ``since`` or later ended (its arrival
+        plus its latency), or ``None``: how long a run that stopped without saving went on."""
+
+        def select(connection: sqlite3.Connection) -> float | None:
+            row = connection.execute(
+                "SELECT max(at + latency_ms / 1000.0) FROM requests WHERE at >= ?", (since,)
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._read(select)
+
     async def attempts_of(self, request_id: str) -> list[AttemptRecord]:
         """The attempts written for ``request_id``, in order."""
 
