@@ -42,7 +42,7 @@ from freellm.core.catalog import ProviderSpec
 from freellm.core.dialects.adapters import Adapter, Fold, Outgoing
 from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.ledger import Slot, Ticket
-from freellm.core.outcome import Kind, Outcome, TransportError, classify
+from freellm.core.outcome import Kind, Outcome, TransportError, classify, redact
 from freellm.core.signals import Ceiling, parse_ratelimit_headers
 from freellm.core.sse import Decoder, Event, EventTooLarge
 
@@ -126,6 +126,10 @@ class Progress:
 
 
 _NOTHING: Final = Progress()
+# The headers a key travels in (the adapters' and, in a provider's config, any of these).
+_KEY_HEADERS: Final = frozenset({"authorization", "x-goog-api-key", "x-api-key", "api-key"})
+_REDACTED: Final = "[redacted]"
+_SHORTEST_CUT: Final = 4  # a message ending in fewer of a key's first characters is left as is
 DEFAULT_BOUNDS: Final = Bounds()
 
 
@@ -315,11 +319,36 @@ class Attempt:
         if pieces and self.phase is _H:
             self._move(event, _S)
 
+    def _without_key(self, message: str) -> str:
+        """``message`` (what the provider said) without the key this attempt sent, nor anything
+        shaped like a key: a provider may quote it ("Incorrect API key provided: ..."), and the
+        message goes on to the client, the request log and the key's health note."""
+        for name, value in self.outgoing.headers.items():
+            if name.lower() in _KEY_HEADERS:
+                scheme, _, token = value.partition(" ")
+                message = _scrub(message, token if scheme.lower() == "bearer" else value)
+        return redact(message)
+
     def _broken(self, event: str, note: str) -> Progress:
         return self._ended(event, _B, Outcome(Kind.BROKEN_RESPONSE, self.status, note))
 
     def _ended(self, event: str, phase: Phase, outcome: Outcome) -> Progress:
         self._move(event, phase)
+        if outcome.message:
+            outcome = attrs.evolve(outcome, message=self._without_key(outcome.message))
         self.outcome = outcome
         self._body = None  # what was gathered is no longer needed
         return Progress(outcome=outcome)
+
+
+def _scrub(message: str, sent: str) -> str:
+    """``message`` with every copy of ``sent`` replaced, and the start of one cut off at the
+    message's end (a provider's message is kept to its first few hundred characters, which may
+    end inside the key it quotes)."""
+    if not sent:
+        return message
+    message = message.replace(sent, _REDACTED)
+    for size in range(len(sent) - 1, _SHORTEST_CUT - 1, -1):
+        if message.endswith(sent[:size]):
+            return message[:-size] + _REDACTED
+    return message
