@@ -449,9 +449,15 @@ async def keys_check(args: argparse.Namespace) -> int:
                 provider = catalog.providers.get(r.provider)
                 if provider is None:
                     continue
-                event, note = await probe_key(
-                    upstreams, provider, vault.unseal(r.id, r.provider, r.sealed)
-                )
+                secret = clean_secret(vault.unseal(r.id, r.provider, r.sealed))
+                note: str | None
+                if isinstance(secret, Refused):
+                    # Stored before keys were checked on the way in, or by hand: sending it
+                    # would break the request's header (and the error would quote it).
+                    event = health_.Event.PROBE_INVALID
+                    note = f"cannot be sent: {secret.message}"
+                else:
+                    event, note = await probe_key(upstreams, provider, secret)
                 # The same transition the server makes for its own checks, from the health
                 # the table holds (what the server saw); a running server adopts the result.
                 table = health_.replace(health_.Health(), r.provider, r.id, health_of(r))
