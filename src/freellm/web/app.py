@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
+
+import trio
 
 from freellm.core.wire import error_body
 from freellm.shell.runtime import Runtime
 from freellm.web.auth import Access, access
-from freellm.web.v1 import V1, Receive, Scope, Send, json_response
+from freellm.web.v1 import V1, Message, Receive, Scope, Send, json_response
 
 __all__ = ["STREAM_PATHS", "App", "create_app"]
 
@@ -54,7 +56,7 @@ def create_app(runtime: Runtime) -> Any:  # an App: Any for hypercorn's ASGI typ
         await built["streams"](scope, receive, send)
 
     async def dashboard(scope: Scope, receive: Receive, send: Send) -> None:
-        await quart()(scope, receive, send)
+        await quart()(scope, receive, _shield_the_end(send))
 
     async def livez(scope: Scope, receive: Receive, send: Send) -> None:
         await json_response(send, 200, b'{"status":"ok"}')
@@ -102,6 +104,15 @@ class App:
             await _lifespan(receive, send)
             return
         if scope["type"] == "http":
+            twice = _twice(scope["headers"])
+            if twice is not None:
+                body = error_body(
+                    f"Send one {twice} header, not several: which one counts would be a guess.",
+                    "invalid_request_error",
+                    code="duplicate_header",
+                )
+                await json_response(send, 400, body)
+                return
             path = scope["path"]
             for prefix, handler in self.prefixes.items():
                 if path.startswith(prefix):
@@ -112,6 +123,49 @@ class App:
                 await exact(scope, receive, send)
                 return
         await self.rest(scope, receive, send)
+
+
+SINGLE_HEADERS: Final = {
+    b"authorization": "Authorization",
+    b"x-api-key": "x-api-key",
+    b"content-type": "Content-Type",
+    b"x-csrf-token": "X-CSRF-Token",
+    b"x-session-id": "X-Session-Id",
+}
+"""Headers that hold one value, which freellm reads: sent twice, they are refused (400), since
+the readers disagree on which counts (the credential checks took the last Authorization, the
+session header its first). Content-Length is h11's to refuse."""
+
+
+def _twice(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The name of the first of :data:`SINGLE_HEADERS` that ``headers`` holds more than once."""
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                return SINGLE_HEADERS[name]
+            seen.add(name)
+    return None
+
+
+def _shield_the_end(send: Send) -> Send:
+    """``send``, with the message that ends a response shielded from cancellation.
+
+    hypercorn closes a connection that is not kept alive inside that last send (``send_eof``,
+    then ``aclose``), and the close hands the app an ``http.disconnect`` on its way. quart-trio
+    cancels its request the moment it hears one: the cancellation can land between the two, and
+    the socket then stays open for good (a client that asked for ``Connection: close`` and waits
+    for the close waits forever). hypercorn shields its own writes the same way.
+    """
+
+    async def send_shielded(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return send_shielded
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
