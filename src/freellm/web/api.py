@@ -266,7 +266,8 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
     @quart.get("/api/requests")
     async def requests() -> Response:
         raw = request.args.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_REQUESTS_LISTED:
+        # ASCII digits only: str.isdigit() is true of "²", which int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_REQUESTS_LISTED:
             return error_response(
                 400, f"`limit` must be a whole number from 1 to {MAX_REQUESTS_LISTED}.", "limit"
             )

@@ -7,13 +7,14 @@ first problem into an OpenAI-style 400 that names the field (``param``), e.g. ``
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from freellm.core.wire import NotJSON, decode
 
 __all__ = [
     "BadBody",
@@ -118,9 +119,21 @@ def _exact(kind: type[Any]) -> Any:
     def structure(value: Any, _: type[Any]) -> Any:
         if type(value) is not kind:
             raise TypeError(f"expected {_NAMES[kind]}, got {_json_type(value)}")
+        if kind is str and not _is_text(value):
+            raise ValueError("holds half of a character (a lone \\ud800-\\udfff escape)")
         return value
 
     return structure
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text: JSON's escapes can spell half of a surrogate pair,
+    which Python keeps in a ``str`` that no UTF-8 (the store, a header, a digest) can take."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _NAMES: Final = {str: "a string", bool: "true or false", int: "an integer"}
@@ -174,10 +187,9 @@ _only_arrays(list[ChainEntry])
 
 def parse(raw: bytes, kind: type[T]) -> T | BadBody:
     """``raw`` (a request body) as a ``kind``, or why not."""
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, RecursionError):
-        return BadBody("The request body is not valid JSON.")
+    data = decode(raw or b"null")
+    if isinstance(data, NotJSON):
+        return BadBody(data.message, data.param)
     if not isinstance(data, dict):
         return BadBody(f"The request body must be a JSON object, got {_json_type(data)}.")
     try:

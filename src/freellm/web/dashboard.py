@@ -21,6 +21,7 @@ from quart import Response, redirect, render_template, request
 from quart_trio import QuartTrio
 
 from freellm.shell.runtime import Runtime
+from freellm.web import v1
 from freellm.web.api import error_response, raw_headers, register_api
 from freellm.web.auth import Access, access, session_of
 
@@ -53,7 +54,8 @@ def create_dashboard(runtime: Runtime) -> QuartTrio:
     assets = Assets(Path(__file__).parent / "static")
     # Quart cuts responses after 60 s by default; deadlines belong to the shell.
     quart.config["RESPONSE_TIMEOUT"] = None
-    quart.config["BODY_TIMEOUT"] = None
+    # A body gets as long as on /v1, read when the app is built (so a test can shorten it).
+    quart.config["BODY_TIMEOUT"] = v1.BODY_TIMEOUT_S
     quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
 
     @quart.before_request
@@ -133,6 +135,14 @@ def create_dashboard(runtime: Runtime) -> QuartTrio:
     @quart.errorhandler(413)
     async def too_large(_: Exception) -> Response:
         return error_response(413, "The request body is too large.", code="request_too_large")
+
+    @quart.errorhandler(408)
+    async def too_slow(_: Exception) -> Response:
+        return error_response(
+            408,
+            f"The request body did not arrive within {v1.BODY_TIMEOUT_S:g} s.",
+            code="request_timeout",
+        )
 
     return quart
 
