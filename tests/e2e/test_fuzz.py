@@ -1,0 +1,329 @@
+"""Bad input on a running server (issue 11): Hypothesis-made bodies, headers and byte streams
+against ``/v1/chat/completions`` and the ``/api`` routes that change something, through real
+sockets (httpx, and a raw socket client for what httpx will not send: :mod:`wire_client`).
+
+What every answer must be: never a 5xx; a 4xx in OpenAI's shape
+(``{"error": {"message", "type", "param", "code"}}``) whose ``param`` or message names the
+problem; and a refused body changes nothing in the store and reaches no provider.
+
+One exception, by design: a request that is not HTTP/1.1 at all (a negative or non-numeric
+``Content-Length``, two different ones, a broken request line) never reaches freellm. The HTTP
+server (hypercorn, through h11) answers it with a bare ``400`` and closes the connection: there
+is no request to name a field of.
+
+A body that trickles in (slowloris) gets ``408`` in OpenAI's shape once
+:data:`freellm.web.v1.BODY_TIMEOUT_S` has passed since the request's head, and the connection is
+closed; a head that trickles in is hypercorn's to cut (its keep-alive timeout runs until a whole
+head has arrived). Neither holds anyone else back: each connection is a task of its own.
+
+The Hypothesis tests run in a worker thread (blocking clients), beside the server's trio loop in
+the test's own thread: starting a server for each example would cost more than the examples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from harness import CLIENT_GENERATORS, Proxy, running_proxy
+from wire_client import Answer, connect, head, read_answer, request, trickle
+
+from freellm.shell.config import bundled_catalog
+from freellm.sim.fakes import FakeCaps, FakeProvider, open_closed_port, open_fake_provider
+from freellm.web import v1
+
+pytestmark = CLIENT_GENERATORS
+
+GROQ_MODEL = "llama-3.3-70b-versatile"
+GROQ_KEY = "gsk-fuzz-1"
+USER = [{"role": "user", "content": "hello from the fuzz tests"}]
+VALID: Mapping[str, Any] = {"model": "auto", "messages": USER}
+
+
+@attrs.frozen
+class Served:
+    proxy: Proxy
+    groq: FakeProvider
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    @property
+    def bearer(self) -> list[tuple[bytes, bytes]]:
+        return [(b"authorization", f"Bearer {self.proxy.key}".encode())]
+
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.proxy.key}"}
+
+
+def loopback_config(fakes: Mapping[str, FakeProvider], nowhere: str, chain: Sequence[str]) -> str:
+    """Every provider of the catalog pointed at loopback: the fakes at themselves, the rest at
+    ``nowhere`` (a port that refuses connections). A body that adds a key for any provider, or
+    names any model, can then reach nothing beyond this machine."""
+    parts = []
+    for provider in bundled_catalog().providers:
+        origin = fakes[provider].base_url if provider in fakes else f"{nowhere}/v1"
+        parts.append(f'[providers.{provider}]\nbase_url = "{origin}"\n')
+    parts.append(
+        f'[[providers.groq.models]]\nid = "{GROQ_MODEL}"\ncontext = 131072\ntools = true\n'
+    )
+    parts.append("[router]\nchain = [" + ", ".join(f'"{c}"' for c in chain) + "]\n")
+    return "\n".join(parts)
+
+
+@asynccontextmanager
+async def fuzz_server(tmp_path: Path) -> AsyncIterator[Served]:
+    """freellm in front of one fake groq with one key, no caps anywhere (a fuzz run sends
+    hundreds of requests), every other provider on a port that refuses."""
+    async with (
+        open_fake_provider("groq", keys=[GROQ_KEY], models={GROQ_MODEL: FakeCaps()}) as groq,
+        open_closed_port() as nowhere,
+    ):
+        config = loopback_config({"groq": groq}, nowhere, [f"groq/{GROQ_MODEL}"])
+        async with running_proxy(tmp_path / "data", config, {"groq": [GROQ_KEY]}) as proxy:
+            yield Served(proxy, groq)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread: blocking clients beside the server's trio loop."""
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+def error_of(status: int, body: bytes) -> dict[str, Any]:
+    """The error object of an OpenAI-shaped 4xx answer (asserting that it is one)."""
+    assert 400 <= status < 500, (status, body[:300])
+    data = json.loads(body)
+    assert set(data) == {"error"}, data
+    error = data["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str), error
+    assert error["message"], error
+    assert error["type"] == "invalid_request_error", error
+    assert error["param"] is None or isinstance(error["param"], str), error
+    return dict(error)
+
+
+def refused(answer: Answer | httpx.Response) -> dict[str, Any]:
+    if isinstance(answer, httpx.Response):
+        return error_of(answer.status_code, answer.content)
+    return error_of(answer.status, answer.body)
+
+
+def chat(served: Served, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> Answer:
+    return request(
+        served.url,
+        "POST",
+        "/v1/chat/completions",
+        [*served.bearer, (b"content-type", b"application/json"), *headers],
+        body,
+    )
+
+
+# --- defects found by the fuzzers, each kept as a plain test ------------------------------------
+
+
+async def test_nesting_deeper_than_the_limit_is_a_400_naming_the_field(tmp_path: Path) -> None:
+    """A body nested 980 deep parsed, then broke the JSON encoder on its way upstream (500)."""
+    async with fuzz_server(tmp_path) as served:
+        for depth in (101, 500, 980, 5000):
+            nested = "[" * depth + "]" * depth
+            body = json.dumps({**VALID, "extra": "@"}).replace('"@"', nested).encode()
+            error = refused(await in_thread(chat, served, body))
+            assert "more than 100 deep" in error["message"], error
+            if depth <= 500:  # deeper, Python's own parser gives up first, before any field
+                assert error["param"] == "extra", error
+        fine = json.dumps({**VALID, "extra": "@"}).replace('"@"', "[" * 99 + "]" * 99)
+        assert (await in_thread(lambda: chat(served, fine.encode()))).status == 200
+        assert served.groq.served == 1
+
+
+async def test_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
+    """Python's parser reads them; they went upstream as they came, where no provider reads them."""
+    async with fuzz_server(tmp_path) as served:
+        for constant in ("NaN", "Infinity", "-Infinity"):
+            body = json.dumps({**VALID, "extra": "@"}).replace('"@"', constant).encode()
+            error = refused(await in_thread(chat, served, body))
+            assert f"{constant} is not a JSON number" in error["message"], error
+        assert served.groq.served == 0
+
+
+async def test_a_limit_of_digits_that_are_not_ascii_is_a_400(tmp_path: Path) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: it was a 500."""
+    async with fuzz_server(tmp_path) as served, httpx.AsyncClient(base_url=served.url) as http:
+        for limit in ("²", "٣", "1e3", "", "-1", "0", "201"):
+            answer = await http.get("/api/requests", params={"limit": limit}, headers=served.auth())
+            assert refused(answer)["param"] == "limit", limit
+        assert (await http.get("/api/requests?limit=3", headers=served.auth())).status_code == 200
+
+
+async def test_a_login_token_that_is_not_unicode_is_a_400(tmp_path: Path) -> None:
+    """``"\\ud800"`` (half a character) in JSON became a 500 when the token was compared."""
+    async with fuzz_server(tmp_path) as served:
+        answer = await in_thread(
+            lambda: request(served.url, "POST", "/api/login", body=b'{"token": "\\ud800x"}')
+        )
+        error = refused(answer)
+        assert error["param"] == "token", error
+
+
+async def test_the_dashboard_closes_a_connection_the_client_asked_to_close(
+    tmp_path: Path,
+) -> None:
+    """Quart's answers to ``Connection: close`` left the connection open for good: quart-trio
+    cancels its request as soon as it hears the disconnect that hypercorn's close produces,
+    inside hypercorn's last send, between its ``send_eof`` and its ``aclose``."""
+    async with fuzz_server(tmp_path) as served:
+        for path in ("/api/token", "/api/keys", "/login", "/static/app.css", "/api/nowhere"):
+            answer = await in_thread(request, served.url, "GET", path, served.bearer)
+            assert answer.status < 500
+            assert answer.closed, path
+
+
+async def test_a_header_that_must_be_single_sent_twice_is_a_400_naming_it(
+    tmp_path: Path,
+) -> None:
+    """Two Authorization headers meant the last one won, on every route: one good and one bad
+    key in either order were answered differently. Two of a header that holds one value are
+    ambiguous, so they are refused, naming the header, before anything reads them."""
+    async with fuzz_server(tmp_path) as served:
+        good = f"Bearer {served.proxy.key}".encode()
+        doubles = {
+            "authorization": [(b"authorization", good), (b"authorization", b"Bearer nope")],
+            "Authorization": [(b"authorization", b"Bearer nope"), (b"Authorization", good)],
+            "x-api-key": [(b"x-api-key", served.proxy.key.encode())] * 2,
+            "content-type": [
+                *served.bearer,
+                (b"content-type", b"application/json"),
+                (b"Content-Type", b"text/plain"),
+            ],
+        }
+        routes = [
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/models"),
+            ("POST", "/api/keys"),
+            ("PUT", "/api/chain"),
+            ("POST", "/api/chat/completions"),
+            ("GET", "/metrics"),
+        ]
+        for (method, path), (name, headers) in itertools.product(routes, doubles.items()):
+            body = json.dumps(VALID).encode()
+            answer = await in_thread(request, served.url, method, path, headers, body)
+            error = refused(answer)
+            assert answer.status == 400, (method, path, name, answer)
+            assert name.lower() in error["message"].lower(), error
+            assert error["code"] == "duplicate_header", error
+        assert served.groq.served == 0
+        assert len(await served.proxy.runtime.store.list_keys()) == 1
+
+
+async def test_a_content_length_over_the_limit_is_refused_before_the_body(tmp_path: Path) -> None:
+    """A head that announces more than /v1 takes is answered at once (it waited for a body
+    that would be refused anyway, for as long as the client kept the connection)."""
+    async with fuzz_server(tmp_path) as served:
+        for length in (v1.MAX_BODY_BYTES + 1, 10**18):
+            data = head("POST", "/v1/chat/completions", served.bearer, body_length=length)
+
+            def send(data: bytes = data) -> Answer:
+                with connect(served.url, timeout=5) as sock:
+                    # The head alone: body bytes left unread when the server closes would
+                    # turn its close into a reset, which can drop the answer on our side.
+                    sock.sendall(data)
+                    return read_answer(sock)
+
+            answer = await in_thread(send)
+            error = refused(answer)
+            assert answer.status == 413, answer
+            assert error["code"] == "request_too_large", error
+            assert answer.closed
+
+
+async def test_a_head_that_is_not_http_gets_the_http_servers_bare_400(tmp_path: Path) -> None:
+    """Framing errors never reach freellm: h11 refuses them, hypercorn answers a bare 400 and
+    closes (the module docstring says why that is the one answer not in OpenAI's shape)."""
+    async with fuzz_server(tmp_path) as served:
+        bearer = served.bearer
+        heads = [
+            head(
+                "POST",
+                "/v1/chat/completions",
+                [*bearer, (b"content-length", b"-5")],
+                body_length=None,
+            ),
+            head(
+                "POST",
+                "/v1/chat/completions",
+                [*bearer, (b"content-length", b"abc")],
+                body_length=None,
+            ),
+            head(
+                "POST", "/v1/chat/completions", [*bearer, (b"content-length", b"3")], body_length=4
+            ),
+            head("POST", "/v1/chat/completions", bearer, body_length=10**40),
+            head("POST", "/api/keys", [*bearer, (b"content-length", b"1, 2")], body_length=None),
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",  # a TLS hello
+            b"GET /\xff\x00 HTTP/1.1\r\nhost: x\r\n\r\n",
+        ]
+        for data in heads:
+            answer = await in_thread(partial(request, served.url, "", "", raw_head=data))
+            assert answer.status == 400, (data, answer)
+            assert answer.body == b"", answer
+            assert answer.closed
+        assert served.groq.served == 0
+
+
+async def test_a_body_that_trickles_in_gets_a_408_and_holds_no_one_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: one byte of the body every 50 ms, on /v1 and on /api. Meanwhile other
+    clients are answered as usual; when the body deadline passes, the trickler gets a 408 in
+    OpenAI's shape and its connection is closed."""
+    monkeypatch.setattr(v1, "BODY_TIMEOUT_S", 1.0)
+    body = json.dumps({**VALID, "padding": "x" * 200}).encode()
+    async with fuzz_server(tmp_path) as served, httpx.AsyncClient(base_url=served.url) as http:
+
+        def slow(method: str, path: str) -> tuple[Answer, int]:
+            headers = [*served.bearer, (b"content-type", b"application/json")]
+            with connect(served.url, timeout=10) as sock:
+                sock.sendall(head(method, path, headers, body_length=len(body)))
+                sent = trickle(sock, body, every=0.05, until=time.monotonic() + 5)
+                return read_answer(sock), sent
+
+        for method, path in (
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/api/keys"),
+            ("PUT", "/api/chain"),
+        ):
+            slowly: list[tuple[Answer, int]] = []
+
+            async def trickler(
+                method: str = method, path: str = path, into: list[Any] = slowly
+            ) -> None:
+                into.append(await in_thread(slow, method, path))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickler)
+                started = trio.current_time()
+                for _ in range(5):  # others, served while the body trickles
+                    fast = await http.post(
+                        "/v1/chat/completions", json=VALID, headers=served.auth()
+                    )
+                    assert fast.status_code == 200
+                assert trio.current_time() - started < 1.0
+            ((answer, sent),) = slowly
+            error = refused(answer)
+            assert answer.status == 408, (path, answer)
+            assert error["code"] == "request_timeout", error
+            assert answer.closed
+            assert 5 <= sent < len(body), sent  # cut off mid-body, after about a second
