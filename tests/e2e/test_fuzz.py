@@ -36,6 +36,8 @@ import httpx
 import pytest
 import trio
 from harness import CLIENT_GENERATORS, Proxy, running_proxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from wire_client import Answer, connect, head, read_answer, request, trickle
 
 from freellm.shell.config import bundled_catalog
@@ -327,3 +329,144 @@ async def test_a_body_that_trickles_in_gets_a_408_and_holds_no_one_back(
             assert error["code"] == "request_timeout", error
             assert answer.closed
             assert 5 <= sent < len(body), sent  # cut off mid-body, after about a second
+
+
+# --- Hypothesis: /v1/chat/completions ------------------------------------------------------------
+
+# Real sockets on a shared machine: how long an example takes is not what these tests judge.
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+def kind_of(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}[
+        type(value)
+    ]
+
+
+def other_than(*kinds: str) -> st.SearchStrategy[Any]:
+    """JSON values of no kind in ``kinds`` (``"number"`` stands for int and float)."""
+    if "number" in kinds:
+        kinds = (*kinds, "int", "float")
+    return json_values.filter(lambda value: kind_of(value) not in kinds)
+
+
+def numbers_outside(low: float, high: float) -> st.SearchStrategy[Any]:
+    return st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda x: not low <= x <= high
+    ) | st.integers().filter(lambda x: not low <= x <= high)
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+# (where the wrong value goes, what `param` must then say, the wrong values)
+WRONG_FIELDS: list[tuple[tuple[str | int, ...], str, st.SearchStrategy[Any]]] = [
+    (("model",), "model", other_than("str") | st.just("")),
+    (("messages",), "messages", other_than("list") | st.just([])),
+    (("messages", 0), "messages[0]", other_than("dict")),
+    (
+        ("messages", 0, "role"),
+        "messages[0].role",
+        other_than("str") | st.text(max_size=30).filter(lambda r: r not in ROLES),
+    ),
+    (("messages", 0, "content"), "messages[0].content", other_than("str", "list")),
+    (
+        ("messages", 0, "content"),
+        "messages[0].content[0].type",
+        st.lists(
+            other_than("dict") | st.fixed_dictionaries({"type": other_than("str")}), min_size=1
+        ),
+    ),
+    (("stream",), "stream", other_than("bool", "null")),
+    (("stream_options",), "stream_options", other_than("dict", "null")),
+    (("stream_options", "include_usage"), "stream_options.include_usage", other_than("bool")),
+    (("max_tokens",), "max_tokens", other_than("int", "null") | st.integers(max_value=0)),
+    (
+        ("max_completion_tokens",),
+        "max_completion_tokens",
+        other_than("int", "null") | st.integers(max_value=0),
+    ),
+    (("temperature",), "temperature", other_than("number", "null") | numbers_outside(0, 2)),
+    (("top_p",), "top_p", other_than("number", "null") | numbers_outside(0, 1)),
+    (("n",), "n", other_than("int", "null") | st.integers().filter(lambda n: n != 1)),
+    (("tools",), "tools", other_than("list", "null")),
+    (("tools", 0), "tools[0].type", other_than("dict")),
+    (("tools", 0, "function"), "tools[0].function", other_than("dict")),
+    (
+        ("tool_choice",),
+        "tool_choice",
+        other_than("str", "dict", "null")
+        | st.text().filter(lambda c: c not in ("none", "auto", "required")),
+    ),
+    (("response_format",), "response_format.type", other_than("dict", "null")),
+    (
+        ("response_format", "type"),
+        "response_format.type",
+        json_values.filter(lambda t: t not in ("text", "json_object", "json_schema")),
+    ),
+    (("user",), "user", other_than("str", "null")),
+    (("session_id",), "session_id", other_than("str", "null")),
+]
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def body_with(where: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    """A valid request (with a tool, stream options and a response format, so every field has
+    a place) with ``value`` put at ``where``."""
+    body: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "hello"}],
+        "tools": [json.loads(json.dumps(TOOL))],
+        "tool_choice": "auto",
+        "stream_options": {"include_usage": True},
+        "response_format": {"type": "text"},
+    }
+    node: Any = body
+    for step in where[:-1]:
+        node = node[step]
+    node[where[-1]] = value
+    return body
+
+
+async def test_a_chat_field_of_the_wrong_kind_is_a_400_naming_it(tmp_path: Path) -> None:
+    """Each field a chat request is checked for, given a value it must refuse: a 400 whose
+    ``param`` is that field (``messages[0].role``), whose message names it too, and nothing
+    sent upstream."""
+    async with fuzz_server(tmp_path) as served, httpx.AsyncClient() as warm:
+        await warm.post(f"{served.url}/v1/chat/completions", json=VALID, headers=served.auth())
+        before = served.groq.served
+
+        fields: set[str] = set()
+
+        @FUZZ
+        @given(data=st.data(), field=st.sampled_from(range(len(WRONG_FIELDS))))
+        def check(data: st.DataObject, field: int) -> None:
+            where, param, wrong = WRONG_FIELDS[field]
+            fields.add(param)
+            value = data.draw(wrong, label=param)
+            answer = chat(served, json.dumps(body_with(where, value)).encode())
+            error = refused(answer)
+            assert answer.status == 400, answer
+            assert error["param"] == param, (value, error)
+            assert f"`{param}`" in error["message"], error
+
+        await in_thread(check)
+        assert len(fields) >= len(WRONG_FIELDS) // 2, fields  # the examples did run
+        assert served.groq.served == before

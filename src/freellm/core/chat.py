@@ -128,7 +128,7 @@ def inspect_request(body: object) -> ChatShape | BadRequest:
     response_format = body.get("response_format")
     if response_format is not None:
         kind = response_format.get("type") if isinstance(response_format, dict) else None
-        if kind not in FORMATS:
+        if not isinstance(kind, str) or kind not in FORMATS:
             return BadRequest(
                 "`response_format.type` must be text, json_object or json_schema.",
                 "response_format.type",
@@ -163,7 +163,7 @@ def _check_message(message: object, index: int) -> BadRequest | bool:
     if not isinstance(message, dict):
         return BadRequest(f"`{where}` must be an object.", where)
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list or an object is not hashable
         return BadRequest(
             f"`{where}.role` must be one of {', '.join(sorted(ROLES))}.", f"{where}.role"
         )
