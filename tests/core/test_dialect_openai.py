@@ -1,11 +1,13 @@
 """The OpenAI dialect: bodies going up, answers and streams coming back."""
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from freellm.core.dialects.adapters import OpenAIAdapter
 from freellm.core.dialects.openai import (
     StreamError,
     StreamFold,
@@ -84,3 +86,32 @@ def test_a_mid_stream_error_event_raises_with_the_providers_message() -> None:
     )[0]
     with pytest.raises(StreamError, match=r"^upstream overloaded$"):
         fold.step(event)
+
+
+@pytest.mark.parametrize("first", [b"{not json", b"[1, 2]", b""])
+def test_a_first_chunk_that_is_not_a_json_object_breaks_the_stream(first: bytes) -> None:
+    # Nothing reached the client yet: the attempt is broken and the request fails over.
+    fold = StreamFold(client_wants_usage=False)
+    (event,) = Decoder().feed(b"data: " + first + b"\n\n")
+    with pytest.raises(ValueError):  # noqa: PT011 - what the attempt catches, whatever the text
+        fold.step(event)
+
+
+def test_after_the_first_chunk_chunks_pass_through_unparsed() -> None:
+    fold = StreamFold(client_wants_usage=False)
+    first, later = Decoder().feed(f"data: {chunk('a')}\n\ndata: {{half\n\n".encode())
+    assert fold.step(first) == [f"data: {chunk('a')}\n\n".encode()]
+    assert fold.step(later) == [b"data: {half\n\n"]  # the client has the stream: no failover
+
+
+def test_a_2xx_answer_that_carries_an_error_is_broken() -> None:
+    answer: dict[str, Any] = {
+        "object": "chat.completion",
+        "choices": [{"message": {"role": "assistant", "content": ""}, "finish_reason": "error"}],
+        "error": {"code": "server_error", "message": "Provider disconnected unexpectedly"},
+    }
+    adapter = OpenAIAdapter()
+    with pytest.raises(ValueError, match="carries an error"):
+        adapter.answer(json.dumps(answer).encode(), model="m", created=0)
+    answer["error"] = None  # some providers send it, empty, with every answer
+    assert adapter.answer(json.dumps(answer).encode(), model="m", created=0)[0]["choices"]

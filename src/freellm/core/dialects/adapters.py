@@ -121,6 +121,9 @@ class OpenAIAdapter:
         parsed = json.loads(data)
         if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
             raise ValueError("not a chat.completion")
+        if parsed.get("error") is not None:
+            # OpenRouter: a 200 whose generation failed after it was sent (finish_reason "error").
+            raise ValueError("a chat.completion that carries an error")
         return openai_dialect.normalize_response(parsed), openai_dialect.usage_of(parsed)
 
     def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:

@@ -6,7 +6,9 @@ settled with real usage). Responses are normalised where providers differ from O
 ``content`` becomes a string, a ``null`` content without tool calls becomes ``""``, and a missing
 ``refusal`` (required, nullable) becomes ``null``. Streams pass
 through event by event; :class:`StreamFold` watches them for usage and mid-stream errors and drops
-the usage chunk when the client did not ask for it.
+the usage chunk when the client did not ask for it. A 2xx answer is no answer when it carries an
+``error`` (OpenRouter's way of saying that generation failed after the 200 was sent), nor is a
+stream whose first chunk is not JSON: both are broken, and the request fails over.
 """
 
 from __future__ import annotations
@@ -131,6 +133,8 @@ class StreamFold:
         return estimate_text("".join(self._streamed))
 
     def step(self, event: Event) -> list[bytes]:
+        """The bytes for the client of one event. Raises :class:`StreamError` for an error
+        event, and ``ValueError`` for a first chunk that is not a JSON object."""
         if event.done:
             self.done = True
             return [b"data: [DONE]\n\n"]
@@ -144,6 +148,14 @@ class StreamFold:
             if event.event == "error" or error is not None:
                 message = error.get("message") if isinstance(error, dict) else None
                 raise StreamError(str(message or data)[:500], data)
+        if not self.chunks:
+            # The first chunk is read whole: until it reaches the client, a provider that
+            # answers something else than chunks can still be failed over, unseen. Past it, the
+            # client has the stream and chunks pass through (below).
+            first = json.loads(data)
+            if not isinstance(first, dict):
+                raise ValueError("a chunk that is not a JSON object")
+            return self._chunk(first, data)
         if '"usage"' in data or '"content":[' in data:
             try:
                 chunk = json.loads(data)
