@@ -167,6 +167,48 @@ async def test_a_chunked_body_is_decoded_and_the_connection_kept() -> None:
         assert server.connections == 1
 
 
+async def test_chunks_that_arrive_together_are_one_piece_and_later_ones_their_own() -> None:
+    # A stream sends one HTTP chunk per event; what one read brings is one piece for the
+    # caller (one write to its client), and what comes later is another.
+    later = trio.Event()
+
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+            await stream.send_all(head + b"".join(b"2\r\nE%d\r\n" % i for i in range(5)))
+            await later.wait()
+            await stream.send_all(b"2\r\nF5\r\n0\r\n\r\n")
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        waits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+        answer_ = await transport.send(b"GET", server.url + "/", [], b"", waits)
+        pieces = [await answer_.__anext__()]
+        later.set()
+        pieces += [piece async for piece in answer_]
+        assert pieces == [b"E0E1E2E3E4", b"F5"]
+        assert transport.idle_connections() == 1  # read to its end: back in the pool
+        await transport.aclose()
+
+
+async def test_a_body_broken_after_good_chunks_gives_the_chunks_then_the_error() -> None:
+    async def handler(stream: trio.abc.Stream, n: int) -> None:
+        buffer = bytearray()
+        await read_request(stream, buffer)
+        head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        await stream.send_all(head + b"2\r\nE0\r\n2\r\nE1\r\nnot a chunk size\r\n")
+
+    async with raw_server(handler) as server:
+        transport = H11Transport()
+        waits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+        answer_ = await transport.send(b"GET", server.url + "/", [], b"", waits)
+        assert await answer_.__anext__() == b"E0E1"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await answer_.__anext__()
+        assert transport.open_connections() == transport.idle_connections() == 0
+
+
 async def test_a_request_body_arrives_whole_with_its_length() -> None:
     seen: list[bytes] = []
 

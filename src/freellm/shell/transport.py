@@ -380,6 +380,7 @@ class Answer:
 
     __slots__ = (
         "_connection",
+        "_pending",
         "_pool",
         "_read_timeout",
         "_request",
@@ -401,6 +402,7 @@ class Answer:
         self._transport = transport
         self._pool = pool
         self._connection: _Connection | None = connection
+        self._pending: Any = None  # an event read past the body bytes last returned
         self._read_timeout = read_timeout
         self._request = request
         self.status: int = event.status_code
@@ -434,19 +436,30 @@ class Answer:
         return self
 
     async def __anext__(self) -> bytes:
+        """The body bytes that came with the next read from the socket.
+
+        A stream comes in many small HTTP chunks (one per event, most often), and one read
+        often brings several: they are returned together, so that the bytes of one read are
+        one step for the caller (one write to its client, not one per chunk).
+        """
         connection = self._connection
         if connection is None:
             raise StopAsyncIteration
         try:
             while True:
-                event = await connection.next_event(self._read_timeout, self._request)
-                if type(event) is h11.Data:
-                    return bytes(event.data)
-                if type(event) is h11.EndOfMessage:
+                event = self._pending
+                if event is None:
+                    event = await connection.next_event(self._read_timeout, self._request)
+                else:
+                    self._pending = None
+                kind = type(event)
+                if kind is h11.Data:
+                    return self._gather(connection.h11, event.data)
+                if kind is h11.EndOfMessage:
                     self._connection = None
                     self._transport._release(self._pool, connection)
                     raise StopAsyncIteration
-                if type(event) is h11.ConnectionClosed:
+                if kind is h11.ConnectionClosed:
                     raise httpx.RemoteProtocolError(
                         "Server disconnected before the end of the response.",
                         request=self._request,
@@ -457,6 +470,25 @@ class Answer:
             self._connection = None
             self._transport._discard(self._pool, connection)
             raise
+
+    def _gather(self, conn: h11.Connection, data: bytes | bytearray | memoryview) -> bytes:
+        """``data`` and the body bytes after it that h11 already holds, with no more reading;
+        the first other event waits in ``_pending`` for the next call."""
+        pieces: list[bytes | bytearray | memoryview] | None = None
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                break  # the next call meets it again (h11 stays broken), after these bytes
+            if event is h11.NEED_DATA:
+                break
+            if type(event) is not h11.Data:
+                self._pending = event
+                break
+            if pieces is None:
+                pieces = [data]
+            pieces.append(event.data)
+        return bytes(data) if pieces is None else b"".join(pieces)
 
     async def aclose(self) -> None:
         """Closing a body that was not read to its end closes its connection too."""
