@@ -404,13 +404,15 @@ async def test_by_default_the_pool_opens_a_connection_for_every_concurrent_reque
     # Long streams hold their connections: a cap per origin (64, once) is a silent ceiling on
     # conversations. Every one of 300 requests held open at once gets its own connection.
     arrived = 0
-    release = trio.Event()
+    all_arrived, release = trio.Event(), trio.Event()
 
     async def held(stream: trio.abc.Stream, n: int) -> None:
         nonlocal arrived
         buffer = bytearray()
         while await read_request(stream, buffer):
             arrived += 1
+            if arrived == 300:
+                all_arrived.set()
             await release.wait()
             await stream.send_all(answer(b"ok"))
 
@@ -426,8 +428,7 @@ async def test_by_default_the_pool_opens_a_connection_for_every_concurrent_reque
                 for _ in range(300):
                     nursery.start_soon(one)
                 with trio.fail_after(10):
-                    while arrived < 300:
-                        await trio.sleep(0.01)
+                    await all_arrived.wait()
                 release.set()
             assert statuses == [200] * 300
             assert transport.idle_connections() == 8
