@@ -4,14 +4,24 @@ secret."""
 
 from __future__ import annotations
 
+import string
 import unicodedata
+from typing import Any
 
 import h11
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from freellm.core.keys import MAX_LABEL, MAX_SECRET, Refused, clean_label, clean_secret
+from freellm.core.catalog import Catalog, ConfigError, apply_config
+from freellm.core.keys import (
+    MAX_LABEL,
+    MAX_SECRET,
+    Refused,
+    clean_label,
+    clean_secret,
+    header_problem,
+)
 
 VISIBLE_ASCII = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 KEYS = st.text(VISIBLE_ASCII, min_size=1, max_size=200)
@@ -203,3 +213,62 @@ def test_whitespace_around_a_label_is_stripped_and_a_long_one_refused() -> None:
     refused = clean_label("x" * (MAX_LABEL + 1))
     assert isinstance(refused, Refused)
     assert refused.field == "label"
+
+
+# --- a provider's extra headers in the config ---------------------------------------------------
+
+
+def provider_with(headers: dict[str, str]) -> dict[str, Any]:
+    mine = {"dialect": "openai", "base_url": "http://127.0.0.1:9/v1", "headers": headers}
+    return {"providers": {"mine": mine}}
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "named"),
+    [
+        ({"x-api-key": "cfg-key.1234\r\nX-Injected: 1"}, "'x-api-key'", "a carriage return"),
+        ({"x-api-key": "cfg-key.1234\x00"}, "'x-api-key'", "a NUL (U+0000)"),
+        ({"x-title": "Zoë's app"}, "'x-title'", "U+00EB"),
+        ({"x title": "app"}, "'x title'", "a header name is"),
+        ({"x-title\n": "app"}, "'x-title\\n'", "a header name is"),
+        ({"": "app"}, "''", "a header name is"),
+    ],
+)
+def test_a_config_header_that_would_break_the_request_is_refused_without_quoting_it(
+    headers: dict[str, str], path: str, named: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        apply_config(Catalog(), provider_with(headers))
+    assert refused.value.path == f"providers.mine.headers.{path}"
+    assert named in refused.value.problem
+    assert "cfg-key.1234" not in str(refused.value)
+
+
+def test_config_headers_of_printable_ascii_are_kept() -> None:
+    headers = {"HTTP-Referer": "https://example.org/app", "X-Title": "my app (v2); ok"}
+    catalog = apply_config(Catalog(), provider_with(headers))
+    assert dict(catalog.providers["mine"].headers) == headers
+
+
+TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
+NAMES = st.text(st.sampled_from(TOKEN_CHARS), min_size=1, max_size=20) | st.text(max_size=20)
+VALUES = st.text(st.characters(max_codepoint=0x7F) | st.characters(), max_size=60)
+
+
+@given(NAMES, VALUES)
+@example("x-api-key", " cfg-key")
+@example("x-api-key", "cfg-key\t")
+@example("x-api-key", "cfg-key\r\nX-Injected: 1")
+def test_a_config_header_that_is_not_refused_is_one_the_transport_can_send(
+    name: str, value: str
+) -> None:
+    if header_problem(name, value) is not None:
+        return  # stricter than HTTP is allowed (a tab, say); looser is not
+    (name + value).encode("ascii")
+    h11.Request(method="GET", target="/", headers=[("host", "p.example"), (name, value)])
+
+
+def test_header_names_and_values_that_are_sent_every_day_pass() -> None:
+    assert header_problem("HTTP-Referer", "https://example.org/") is None
+    assert header_problem("X-Title", "my app (v2); ok") is None
+    assert header_problem("anthropic-version", "2023-06-01") is None

@@ -29,6 +29,8 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from freellm.core.keys import header_problem
+
 __all__ = [
     "ROLLING",
     "AuthStyle",
@@ -396,6 +398,10 @@ def _apply_provider(
             isinstance(v, str) for v in headers.values()
         ):
             raise ConfigError(f"{path}.headers", "must be a table of strings")
+        for name, value in headers.items():
+            problem = header_problem(name, value)  # a value may be a key: never quoted
+            if problem is not None:
+                raise ConfigError(f"{path}.headers.{name!r}", problem)
         changes["headers"] = headers
     if "models" in table:
         entries = table["models"]

@@ -23,10 +23,13 @@ Decisions:
 
 The command line (``keys add``, ``keys edit``), the dashboard's ``/api/keys`` (POST and PATCH)
 and the server's loading of stored keys all call :func:`clean_secret` and :func:`clean_label`.
+A provider's extra ``headers`` in the config file (which may carry a key of their own) are
+checked by :func:`header_problem` when the config is read.
 """
 
 from __future__ import annotations
 
+import string
 import unicodedata
 from typing import Final
 
@@ -39,6 +42,7 @@ __all__ = [
     "clean_label",
     "clean_secret",
     "describe",
+    "header_problem",
 ]
 
 MAX_SECRET: Final = 4096
@@ -105,6 +109,28 @@ def clean_label(text: str) -> str | Refused:
                 " on one line, without control or invisible formatting characters.",
             )
     return label
+
+
+_TOKEN: Final = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")  # RFC 9110
+_PRINTABLE_ASCII: Final = frozenset(chr(c) for c in range(0x20, 0x7F))
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why ``name: value`` cannot go into an HTTP request as it is, or ``None`` if it can: a name
+    is an HTTP token (letters, digits, ``-`` and a few signs), a value printable ASCII on one
+    line, with no space at either end. The problem names the first bad character of the value,
+    never quotes it."""
+    if not name or any(char not in _TOKEN for char in name):
+        return "a header name is letters, digits and -, with no spaces or other signs"
+    for position, char in enumerate(value, start=1):
+        if char not in _PRINTABLE_ASCII:
+            return (
+                f"the value contains {describe(char)} at position {position}: a header value"
+                " is printable ASCII on one line"
+            )
+    if value != value.strip(" "):
+        return "the value starts or ends with a space"
+    return None
 
 
 def _refused_in_label(char: str) -> bool:
