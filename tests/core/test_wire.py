@@ -51,8 +51,9 @@ def test_a_body_nested_past_the_limit_is_refused_naming_its_field(depth: int, op
 
 def test_what_python_reads_but_json_is_not_is_refused_saying_what() -> None:
     cases = {
-        b'{"a": NaN}': "NaN is not a JSON number",
-        b'{"a": -Infinity}': "-Infinity is not a JSON number",
+        b'{"a": NaN}': "NaN is not a finite number",
+        b'{"a": -Infinity}': "-Infinity is not a finite number",
+        b'{"a": -1e999}': "-1e999 is not a finite number",
         b'{"a": "\xff"}': "not valid UTF-8 (byte 7)",
         b'{"a": 1,}': "not valid JSON: Expecting property name enclosed in double quotes",
         b"": "not valid JSON: Expecting value (line 1, column 1)",

@@ -151,12 +151,13 @@ async def test_nesting_deeper_than_the_limit_is_a_400_naming_the_field(tmp_path:
 
 
 async def test_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
-    """Python's parser reads them; they went upstream as they came, where no provider reads them."""
+    """Python's parser reads them (``1e999`` as infinity); they went upstream as ``NaN`` and
+    ``Infinity``, which no provider reads."""
     async with fuzz_server(tmp_path) as served:
-        for constant in ("NaN", "Infinity", "-Infinity"):
+        for constant in ("NaN", "Infinity", "-Infinity", "1e999"):
             body = json.dumps({**VALID, "extra": "@"}).replace('"@"', constant).encode()
             error = refused(await in_thread(chat, served, body))
-            assert f"{constant} is not a JSON number" in error["message"], error
+            assert f"{constant} is not a finite number" in error["message"], error
         assert served.groq.served == 0
 
 
@@ -470,3 +471,130 @@ async def test_a_chat_field_of_the_wrong_kind_is_a_400_naming_it(tmp_path: Path)
         await in_thread(check)
         assert len(fields) >= len(WRONG_FIELDS) // 2, fields  # the examples did run
         assert served.groq.served == before
+
+
+def nested(depth: int) -> bytes:
+    return json.dumps({**VALID, "extra": "@"}).replace('"@"', "[" * depth + "]" * depth).encode()
+
+
+VALID_BYTES = json.dumps(VALID).encode()
+BAD_UTF8 = [b"\xff", b"\xc3", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf"]
+raw_bodies = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.integers(0, len(VALID_BYTES) - 1).map(lambda n: VALID_BYTES[:n]),  # cut short
+    st.tuples(st.sampled_from(BAD_UTF8), st.integers(0, 4)).map(
+        lambda bad: VALID_BYTES.replace(b"hello", b"hel" + bad[0] * (bad[1] + 1) + b"lo")
+    ),
+    st.integers(90, 3000).map(nested),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0", "1" * 5000]).map(
+        lambda constant: VALID_BYTES[:-1] + b', "extra": ' + constant.encode() + b"}"
+    ),
+    # Long text, bounded for CI's time (bench/ may go further): up to 2 MB in one message.
+    st.integers(0, 2_000_000).map(
+        lambda n: json.dumps({**VALID, "messages": [{"role": "user", "content": "x" * n}]}).encode()
+    ),
+    st.dictionaries(
+        st.sampled_from(["model", "messages", "stream", "tools", "n", "user"])
+        | st.text(max_size=5),
+        json_values,
+        max_size=6,
+    ).map(lambda body: json.dumps(body).encode()),
+)
+
+
+def is_json(raw: bytes) -> bool:
+    """Whether ``raw`` is standard JSON (no NaN, no number that overflows a float)."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise ValueError(text)
+        return value
+
+    try:  # a leading BOM is let through, as freellm does
+        json.loads(raw.decode("utf-8-sig"), parse_constant=refuse, parse_float=finite)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+async def test_chat_bodies_of_any_bytes_never_get_a_5xx(tmp_path: Path) -> None:
+    """Any bytes as the body of a chat request: never a 5xx; a body that is not JSON a 400 that
+    says what is wrong with it; whatever is refused reaches no provider."""
+    async with fuzz_server(tmp_path) as served:
+        statuses: set[int] = set()
+
+        @FUZZ
+        @given(raw=raw_bodies)
+        def check(raw: bytes) -> None:
+            before = served.groq.served
+            answer = chat(served, raw)
+            statuses.add(answer.status)
+            assert answer.status < 500, answer
+            if answer.status >= 400:
+                error = refused(answer)
+                assert served.groq.served == before
+                if not is_json(raw):
+                    assert answer.status == 400, answer
+                    assert any(
+                        word in error["message"]
+                        for word in ("not valid JSON", "not valid UTF-8", "deep", "digits")
+                    ), error
+
+        await in_thread(check)
+        assert 400 in statuses, statuses
+
+
+header_names = st.sampled_from(
+    [
+        "authorization",
+        "x-api-key",
+        "content-type",
+        "x-session-id",
+        "x-csrf-token",
+        "cookie",
+        "accept",
+        "accept-encoding",
+        "content-encoding",
+        "expect",
+        "connection",
+        "x-forwarded-for",
+        "user-agent",
+    ]
+) | st.from_regex(r"\A[A-Za-z0-9!#$%&'*+.^_`|~-]{1,30}\Z")
+# What h11 lets through as a header value: visible latin-1, with inner spaces and tabs.
+header_values = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80
+).map(lambda text: text.strip(" \t").encode("latin-1"))
+
+
+async def test_chat_requests_with_any_headers_never_get_a_5xx(tmp_path: Path) -> None:
+    """A valid chat request with headers added (any names, any values h11 passes, the ones
+    freellm reads among them, some twice): never a 5xx, and a 4xx in OpenAI's shape naming
+    the header or the key. The exception is framing (the module docstring): a bare 400 and a
+    closed connection from the HTTP server itself."""
+    async with fuzz_server(tmp_path) as served:
+        statuses: set[int] = set()
+
+        @FUZZ
+        @given(extra=st.lists(st.tuples(header_names, header_values), max_size=6))
+        def check(extra: list[tuple[str, bytes]]) -> None:
+            headers = [(name.encode(), value) for name, value in extra]
+            answer = chat(served, VALID_BYTES, headers)
+            statuses.add(answer.status)
+            assert answer.status < 500, (extra, answer)
+            if answer.status >= 400 and answer.body == b"":
+                assert answer.status == 400, answer  # h11's refusal, answered by hypercorn
+                assert answer.closed
+            elif answer.status >= 400:
+                error = refused(answer)
+                named = {"duplicate_header", "invalid_api_key", "csrf_token_invalid"}
+                assert error["code"] in named or error["param"], (extra, error)
+
+        await in_thread(check)
+        assert 200 in statuses, statuses
+        assert 400 in statuses, statuses

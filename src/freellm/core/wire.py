@@ -5,7 +5,8 @@ decodes into a ``str`` that has no UTF-8 encoding. Such text must pass through, 
 request: :func:`dumps` writes it escaped, exactly as it came.
 
 A client's body comes in through :func:`decode`, which refuses what would otherwise pass the
-JSON parser and break later: ``NaN`` and ``Infinity`` (Python reads them, no provider does) and
+JSON parser and break later: ``NaN``, ``Infinity`` and numbers too large for a float (Python reads
+them, ``1e999`` as infinity, and writes them back as ``Infinity``, which no provider reads) and
 nesting deeper than :data:`MAX_DEPTH` (Python's own encoder and every recursive walk of the body
 would hit the interpreter's recursion limit, about a thousand levels, on the way out).
 """
@@ -13,6 +14,7 @@ would hit the interpreter's recursion limit, about a thousand levels, on the way
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -45,7 +47,7 @@ def decode(raw: bytes) -> Any:
         where = f"line {exc.lineno}, column {exc.colno}"
         return NotJSON(f"The request body is not valid JSON: {exc.msg} ({where}).")
     except _Constant as exc:
-        return NotJSON(f"The request body is not valid JSON: {exc} is not a JSON number.")
+        return NotJSON(f"The request body is not valid JSON: {exc} is not a finite number.")
     except RecursionError:
         return NotJSON(f"The request body nests arrays and objects more than {MAX_DEPTH} deep.")
     except ValueError:  # the only other: an integer of more digits than Python converts
@@ -68,7 +70,16 @@ def _no_constant(name: str) -> object:
     raise _Constant(name)
 
 
-_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent: ``1e999`` is valid JSON, but Python makes it
+    ``inf``, which would go out again as ``Infinity``."""
+    value = float(text)
+    if math.isinf(value):
+        raise _Constant(text)
+    return value
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
 def _too_deep(value: object) -> str | None:
