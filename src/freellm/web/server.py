@@ -39,6 +39,7 @@ def server_config(host: str, port: int) -> Config:
     config.backlog = LISTEN_BACKLOG
     return config
 
+
 NR_OPEN_DEFAULT = 1 << 20  # Linux's fs.nr_open unless changed
 
 
