@@ -102,6 +102,13 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await trio.to_thread.run_sync(fn, *args)
 
 
+def with_client(served: Served, test: Callable[[httpx.Client], None]) -> None:
+    """``test(client)`` with an httpx client that sends the unified key (blocking: run it in
+    a worker thread)."""
+    with httpx.Client(base_url=served.url, headers=served.auth()) as http:
+        test(http)
+
+
 def error_of(status: int, body: bytes) -> dict[str, Any]:
     """The error object of an OpenAI-shaped 4xx answer (asserting that it is one)."""
     assert 400 <= status < 500, (status, body[:300])
@@ -598,3 +605,102 @@ async def test_chat_requests_with_any_headers_never_get_a_5xx(tmp_path: Path) ->
         await in_thread(check)
         assert 200 in statuses, statuses
         assert 400 in statuses, statuses
+
+
+# --- Hypothesis: the /api routes that change something ------------------------------------------
+
+TARGET = f"groq/{GROQ_MODEL}"
+near_values: st.SearchStrategy[Any] = json_values | st.sampled_from(
+    ["groq", "google", TARGET, "groq/", "/x", "gsk-fuzz-2", " ", "", True, False, None, [], {}]
+)
+API_FIELDS = {
+    "/api/login": ("token",),
+    "/api/keys": ("provider", "secret", "label"),
+    "/api/keys/{id}": ("enabled", "label", "secret"),
+    "/api/chain": ("entries",),
+}
+chain_entries = st.lists(
+    st.dictionaries(
+        st.sampled_from(["target", "enabled"]) | st.text(max_size=6), near_values, max_size=3
+    )
+    | near_values,
+    max_size=4,
+)
+
+
+@st.composite
+def api_calls(draw: st.DrawFn, key_id: str) -> tuple[str, str, bytes]:
+    """(method, path, body): a route that changes something, and a body made of its fields,
+    some other ones, wrong and right values, or bytes that are not JSON at all."""
+    route = draw(st.sampled_from(sorted(API_FIELDS)))
+    method = {"/api/login": "POST", "/api/keys": "POST", "/api/chain": "PUT"}.get(route, "PATCH")
+    path = route.replace("{id}", draw(st.sampled_from([key_id, "k_00000000", "x" * 300])))
+    names = st.sampled_from(API_FIELDS[route]) | st.text(max_size=8)
+    values = chain_entries if route == "/api/chain" else near_values
+    body = draw(st.dictionaries(names, values, max_size=4) | json_values)
+    raw = json.dumps(body).encode()
+    return method, path, draw(st.just(raw) | st.binary(max_size=40) | st.just(raw[:-1]))
+
+
+def top_field(param: str) -> str:
+    return param.split(".")[0].split("[")[0]
+
+
+async def test_api_bodies_that_are_refused_change_nothing(tmp_path: Path) -> None:
+    """Made-up bodies for every ``/api`` route that changes something (login, a new key, a key's
+    edit, the chain): never a 5xx; a refusal is in OpenAI's shape and names a field of the
+    route, and the store (keys, their sealed secrets, the chain) is as it was."""
+    async with fuzz_server(tmp_path) as served:
+        store = served.proxy.runtime.store
+        (record,) = await store.list_keys()
+
+        async def snapshot() -> Any:
+            keys = [
+                (k.id, k.provider, k.label, k.enabled, k.sealed) for k in await store.list_keys()
+            ]
+            return keys, await store.get_chain_entries()
+
+        statuses: set[int] = set()
+
+        @FUZZ
+        @given(call=api_calls(record.id))
+        def check(http: httpx.Client, call: tuple[str, str, bytes]) -> None:
+            method, path, raw = call
+            before = trio.from_thread.run(snapshot)
+            answer = http.request(method, path, content=raw)
+            statuses.add(answer.status_code)
+            assert answer.status_code < 500, (call, answer.text)
+            if answer.status_code < 400:
+                return
+            error = refused(answer)
+            assert trio.from_thread.run(snapshot) == before, call
+            if answer.status_code == 400 and error["param"] is not None:
+                fields = API_FIELDS["/api/keys/{id}" if method == "PATCH" else path]
+                sent = json.loads(raw)  # an unknown field is named as sent, "[" or "a.b" too
+                named = {error["param"], top_field(error["param"])}
+                assert named & {*fields, *sent}, (call, error)
+                assert f"`{error['param']}`" in error["message"], error
+
+        await in_thread(with_client, served, check)
+        assert 400 in statuses, statuses
+
+
+async def test_api_query_strings_of_any_text_never_get_a_5xx(tmp_path: Path) -> None:
+    async with fuzz_server(tmp_path) as served:
+
+        @FUZZ
+        @given(
+            path=st.sampled_from(["/api/requests", "/api/analytics"]),
+            query=st.dictionaries(
+                st.sampled_from(["limit", "window", "failed"]) | st.text(max_size=5),
+                st.text(max_size=12),
+                max_size=3,
+            ),
+        )
+        def check(http: httpx.Client, path: str, query: dict[str, str]) -> None:
+            answer = http.get(path, params=query)
+            assert answer.status_code < 500, (path, query, answer.text)
+            if answer.status_code >= 400:
+                assert refused(answer)["param"] in ("limit", "window"), (query, answer.text)
+
+        await in_thread(with_client, served, check)
