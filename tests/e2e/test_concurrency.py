@@ -100,6 +100,9 @@ async def test_a_full_pool_fails_over_after_the_pool_wait_instead_of_hanging(
             with trio.fail_after(2):
                 while not groq.requests:  # noqa: ASYNC110 - the fake's counter, another server
                     await trio.sleep(0.01)
+            during = await _metrics(proxy)
+            assert during["freellm_requests_in_progress"] == 1
+            assert during['freellm_upstream_connections{state="open"}'] == 1
             started = trio.current_time()
             response = await client.post(url, headers=headers, json=BODY)
             waited = trio.current_time() - started
@@ -162,6 +165,10 @@ async def test_hundreds_of_concurrent_streams_all_complete(
             while (connections := proxy.runtime.upstreams.connections())[0] != connections[1]:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         assert connections[1] <= 32  # nothing busy is left, and the pool kept only its idle cap
+        metrics = await _metrics(proxy)
+        assert metrics["freellm_requests_in_progress"] == 0
+        assert metrics['freellm_upstream_connections{state="open"}'] == connections[0]
+        assert metrics['freellm_upstream_connections{state="idle"}'] == connections[1]
 
 
 async def test_a_connection_close_request_answered_502_after_the_pool_wait_is_closed(
@@ -187,6 +194,20 @@ async def test_a_connection_close_request_answered_502_after_the_pool_wait_is_cl
         assert b"connection: close" in head.lower()
         assert json.loads(body)["error"]["message"]
         assert _inflight(proxy) == 0
+
+
+async def _metrics(proxy: Proxy) -> dict[str, float]:
+    """``/metrics`` as ``{"name{labels}": value}``."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            f"{proxy.url}/metrics", headers={"authorization": f"Bearer {proxy.key}"}
+        )
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 async def _raw_post(proxy: Proxy, body: bytes, extra_headers: bytes) -> bytes:

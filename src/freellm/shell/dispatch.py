@@ -133,6 +133,7 @@ class Dispatcher:
         self.clock = clock
         self.observers = observers
         self.bounds = bounds
+        self.active = 0  # requests being answered now
 
     async def serve(
         self,
@@ -156,6 +157,7 @@ class Dispatcher:
         )
         latencies: list[float] = []
         reply = _Reply(client)
+        self.active += 1
         try:
             for slot in ex.plan:
                 self.holder.apply(partial(ex.admit, slot, now=self.clock()))
@@ -171,6 +173,7 @@ class Dispatcher:
                     return
             await self._do(ex.exhausted(self.holder.state, now=self.clock()), reply)
         finally:
+            self.active -= 1
             self._log(ex, began, latencies, reply.started)
 
     # -- one attempt -------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from freellm.core.outcome import Kind
 from freellm.shell.dispatch import RequestLog
@@ -45,6 +47,23 @@ class Metrics:
             ["provider", "kind"],
             registry=self.registry,
         )
+
+    def watch(
+        self, requests: Callable[[], int], connections: Callable[[], tuple[int, int]]
+    ) -> None:
+        """Gauges read when scraped: client requests in progress, and upstream connections
+        (``open`` counts the ``idle`` ones too)."""
+        Gauge(
+            "freellm_requests_in_progress", "Client requests being answered", registry=self.registry
+        ).set_function(requests)
+        gauge = Gauge(
+            "freellm_upstream_connections",
+            "Connections to providers, open (idle included) and idle",
+            ["state"],
+            registry=self.registry,
+        )
+        gauge.labels("open").set_function(lambda: connections()[0])
+        gauge.labels("idle").set_function(lambda: connections()[1])
 
     def observe(self, log: RequestLog) -> None:
         self.requests.labels(str(log.status)).inc()

@@ -245,6 +245,7 @@ async def open_runtime(
             clock=clock,
         )
         runtime.dispatcher.observers = (metrics.observe, runtime.log, runtime.publish)
+        metrics.watch(lambda: runtime.dispatcher.active, upstreams.connections)
 
         async def settings_round() -> None:
             await settings.refresh()
