@@ -452,6 +452,7 @@ class Run:
     warmup: float
     slow_streams: int
     slow_delay: float
+    slow_timeout: float | None
     http2: bool
 
 
@@ -498,20 +499,26 @@ def slow_phase(run: Run, system: System) -> dict[str, Any]:
     """``slow_streams`` streams at once, slowed by the upstream's chunk delay."""
     http2 = run.http2 and system.name in H2C
     expected = run.slow_delay * (CHUNKS - 1)
+    timeout = run.slow_timeout or expected + SLOW_GRACE_S
     peak = PeakTreeRss(system.pid)
     set_chunk_delay(run.ctx.upstream, run.slow_delay)
+    own, began = tree_cpu_seconds(system.pid), time.perf_counter()
     try:
         with peak.sampling():
             outcome = open_streams(
-                system.endpoint,
-                run.slow_streams,
-                chunks=CHUNKS,
-                timeout=expected + SLOW_GRACE_S,
-                http2=http2,
+                system.endpoint, run.slow_streams, chunks=CHUNKS, timeout=timeout, http2=http2
             )
     finally:
         set_chunk_delay(run.ctx.upstream, 0)
-    return {**outcome.data(), "stream_s": expected, "peak_rss_mib": round(peak.peak_kib / 1024, 1)}
+    cpu, wall = tree_cpu_seconds(system.pid) - own, time.perf_counter() - began
+    return {
+        **outcome.data(),
+        "stream_s": expected,
+        "timeout_s": timeout,
+        "peak_rss_mib": round(peak.peak_kib / 1024, 1),
+        "cpu_pct": round(100 * cpu / wall, 1),
+        "cpu_ms_per_stream": round(1000 * cpu / run.slow_streams, 3),
+    }
 
 
 def measure(run: Run, system: System) -> dict[str, Any]:
@@ -689,6 +696,8 @@ def table(result: dict[str, Any]) -> str:
             ("slow: most open at once", lambda r: _get(r, "slow", "peak_open"), 0),
             ("slow: last ended (s)", lambda r: _get(r, "slow", "last_s"), 1),
             ("slow: peak RSS (MiB)", lambda r: _get(r, "slow", "peak_rss_mib"), 1),
+            ("slow: CPU % of a core", lambda r: _get(r, "slow", "cpu_pct"), 0),
+            ("slow: CPU ms/stream", lambda r: _get(r, "slow", "cpu_ms_per_stream"), 2),
         ]
     setup = result["setup"]
     lines = [
@@ -790,6 +799,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, log: Callable[[st
         args.warmup,
         args.slow_streams,
         args.slow_delay,
+        args.slow_timeout,
         args.http2,
     )
     results: dict[str, dict[str, Any]] = {}
@@ -811,8 +821,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, log: Callable[[st
     direct_p50 = _get(results.get("direct"), "c1", "p50_ms")
     for r in results.values():
         r["added_p50_ms"] = None if direct_p50 is None else round(r["c1"]["p50_ms"] - direct_p50, 3)
-    slow = f"{args.slow_delay:g} s between {CHUNKS} chunks ({args.slow_delay * (CHUNKS - 1):g} s "
-    slow += "a stream), all sent at once, trio client"
+    stream_s = args.slow_delay * (CHUNKS - 1)
+    slow = f"{args.slow_delay:g} s between {CHUNKS} chunks ({stream_s:g} s a stream), all sent at "
+    slow += f"once, trio client, {args.slow_timeout or stream_s + SLOW_GRACE_S:g} s to end"
     if args.http2:
         slow += f" (h2c to {', '.join(sorted(H2C))}, HTTP/1.1 to the rest)"
     result = {
@@ -854,6 +865,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="the loaded phases' (32)")
     parser.add_argument("--slow-streams", type=int, default=1000, metavar="N", help="(1000)")
     parser.add_argument("--slow-delay", type=float, default=0.5, metavar="S", help="(0.5)")
+    parser.add_argument(
+        "--slow-timeout",
+        type=float,
+        metavar="S",
+        help="seconds before unfinished slow streams count as failed (a stream's time + 60)",
+    )
     parser.add_argument("--http2", action="store_true", help="slow streams over h2c if served")
     parser.add_argument("--skip-install", action="store_true", help="never install the peers")
     parser.add_argument(
