@@ -90,6 +90,9 @@ class V1:
                 return
             await json_response(send, 200, json.dumps(self.models()).encode(), ids)
         elif path.startswith("/v1/models/"):
+            if method != "GET":
+                await _not_allowed(send, "GET", ids)
+                return
             model_id = path.removeprefix("/v1/models/")
             entry = next((m for m in self.models()["data"] if m["id"] == model_id), None)
             if entry is None:
