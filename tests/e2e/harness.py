@@ -20,8 +20,9 @@ import attrs
 import pytest
 import trio
 
+from freellm.shell import vault_process
 from freellm.shell.runtime import Runtime, open_runtime
-from freellm.shell.secrets import Vault, load_master_key
+from freellm.shell.secrets import SecretsError, Vault, load_master_key
 from freellm.shell.store import open_store
 from freellm.shell.upstream import Timeouts
 from freellm.sim.fakes import FakeProvider
@@ -42,6 +43,24 @@ CLIENT_GENERATORS = pytest.mark.filterwarnings(
     "|HTTP11ConnectionByteStream.__aiter__|PoolByteStream.__aiter__|ByteStream.__aiter__)"
     ":pytest.PytestUnraisableExceptionWarning"
 )
+
+
+def vault_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the servers a test starts run their vault helper in this process.
+
+    A server seals and opens keys in a helper process (:mod:`freellm.shell.vault_process`),
+    started twice as it starts; on a busy machine that is most of a start (0.3-0.5 s each). A
+    test that starts a server per case and tests something else can take the helper's own
+    function, the same request and answer, without its process.
+    """
+
+    async def run_here(vault: vault_process.RemoteVault, request: dict[str, Any]) -> Any:
+        answer = vault_process._serve({"master": vault._master, **request})
+        if "error" in answer:
+            raise SecretsError(answer["error"])
+        return answer["result"]
+
+    monkeypatch.setattr(vault_process.RemoteVault, "_run", run_here)
 
 
 @attrs.define

@@ -29,7 +29,7 @@ import trio
 
 __all__ = ["open_closed_port", "open_silent_port"]
 
-FILL_WAIT_S: Final = 0.25
+FILL_WAIT_S: Final = 0.2
 """How long a connect into a queue with room may take (it completes in the kernel at once)."""
 MAX_FILL: Final = 64
 """More connections than this completing into a backlog of 0 means the kernel never drops."""
