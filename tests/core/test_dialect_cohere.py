@@ -1054,8 +1054,20 @@ def test_events_that_carry_nothing_for_openai_send_nothing() -> None:
     for data in quiet:
         new, out = fold_event(state, Event(json.dumps(data), data["type"]))
         assert (new, out) == (state, []), data
-    assert fold_event(state, Event("not json")) == (state, [])
-    assert fold_event(state, Event("[1, 2]")) == (state, [])
+    assert fold_event(state, Event("")) == (state, [])
+
+
+@pytest.mark.parametrize("data", ["not json", "{half", "[1, 2]"])
+def test_an_event_that_is_not_a_json_object_breaks_the_stream(data: str) -> None:
+    # Cohere sends none in a healthy stream: its text, had it been one, would be lost.
+    state = StreamState(model="m", created=1, include_usage=False, started=True)
+    new, out = fold_event(state, Event(data, "content-delta"))
+    assert out == []
+    assert new.failure is not None
+    assert new.failure.body == data
+    fold = StreamFold(client_wants_usage=False, model="m", created=1)
+    with pytest.raises(StreamError, match="not a JSON object"):
+        fold.step(Event(data, "content-delta"))
 
 
 def test_the_role_chunk_comes_first_even_without_message_start() -> None:

@@ -88,8 +88,9 @@ asked for ``stream_options.include_usage``, and ``data: [DONE]``. The stream is 
 message-end, whether or not a ``[DONE]`` follows (Cohere's SDK accepts one; one after
 message-end is ignored, one before it ends the stream as it is). content-end, tool-call-end,
 citation-* and debug events produce nothing. A message-end with ERROR/TIMEOUT, an ``error``
-event, or an event whose data is an error object puts a :class:`StreamFailure` in the state;
-the fold then raises ``StreamError`` and nothing more is sent.
+event, an event whose data is an error object, or one whose data is not a JSON object at all
+puts a :class:`StreamFailure` in the state; the fold then raises ``StreamError`` and nothing more
+is sent.
 """
 
 from __future__ import annotations

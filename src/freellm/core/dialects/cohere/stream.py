@@ -58,12 +58,17 @@ def fold_event(state: StreamState, event: Event) -> tuple[StreamState, list[byte
         return state, []
     if event.done:
         return attrs.evolve(state, done=True), [DONE]
+    if not event.data.strip():
+        return state, []  # nothing said
     try:
         data = json.loads(event.data)
     except ValueError:
-        return state, []  # not Cohere's: nothing to translate
+        data = None
     if not isinstance(data, dict):
-        return state, []
+        # Every event of a healthy Cohere stream is a JSON object: the stream is broken (a
+        # text delta lost here would leave the client a shorter answer, or none at all).
+        failure = StreamFailure("a stream event that is not a JSON object", event.data)
+        return attrs.evolve(state, failure=failure), []
     kind = data.get("type")
     if not isinstance(kind, str):
         kind = event.event
