@@ -239,3 +239,33 @@ def test_serving_raises_the_open_files_limit_to_the_hard_limit() -> None:
         assert raised == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_kept_alive_connection_its_client_closes_ends_at_once_on_the_server(
+    two_providers: Callable[..., Any],
+) -> None:
+    # Every pooled client closes its idle connections when it is done; the server must not
+    # hold each one (its task and socket) until keep_alive_timeout.
+    async with two_providers() as (_, _, proxy):
+        port = int(proxy.url.rpartition(":")[2])
+        headers = {"authorization": f"Bearer {proxy.key}"}
+        async with httpx.AsyncClient(base_url=proxy.base_url, headers=headers) as client:
+            for stream in (False, True):
+                response = await client.post("/chat/completions", json={**BODY, "stream": stream})
+                assert response.status_code == 200
+            assert _server_sockets(port) == 1  # the one kept-alive connection, idle now
+        with trio.fail_after(2):
+            while _server_sockets(port):  # noqa: ASYNC110 - the kernel's table, not ours
+                await trio.sleep(0.01)
+
+
+def _server_sockets(port: int) -> int:
+    """Connections the server holds on ``port``: established or waiting for it to close."""
+    held = {"01", "08"}  # ESTABLISHED, CLOSE_WAIT (the client closed; the server has not)
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rpartition(":")[2], 16)
+        if local_port == port and fields[3] in held:
+            count += 1
+    return count

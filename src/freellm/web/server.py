@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hypercorn.trio
+import hypercorn.trio.run
 import trio
 from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
 
 from freellm.shell.runtime import Runtime
 from freellm.web.app import create_app
@@ -26,6 +28,26 @@ in SYN retransmits (1 s, then 2 s more...) before they are even accepted: 1,000 
 about a second, all sent at once to the bench relay, ended 2.9-3.0 s after the first with 100
 and 1.1-1.2 s after with 4096. Linux caps the value at ``net.core.somaxconn``
 (4096 here and on most current kernels)."""
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection, which also ends when its client closes it while idle.
+
+    hypercorn 0.18's trio server, on reading the client's end of a kept-alive connection between
+    requests, tells its protocol and leaves its read loop, but not its idle timer: the
+    connection's task and socket then live on until ``keep_alive_timeout`` (75 s). Every pooled
+    client closes its connections so when it is done, and a server that keeps each for 75 s
+    runs out of file descriptors long before it runs out of anything else. Once reading is over,
+    the timer goes too; a request still being answered keeps the connection until it is.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
+# hypercorn.trio.serve makes each connection's server from this name (the one change of ours).
+hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[attr-defined]
 
 
 def server_config(host: str, port: int) -> Config:
