@@ -2,7 +2,8 @@
 first candidate of the plan and on the last one.
 
 Each case runs a real freellm on loopback in front of two fake providers, ``groq`` first in the
-chain and ``cerebras`` second, each with one key, and sends one request with httpx.
+chain and ``cerebras`` second, each with one key, and sends one request with httpx. The faults
+each dialect words its own way run again with Gemini's and Cohere's native APIs first.
 
 - *first*: the fault hits the first candidate only. The client gets the second one's answer,
   200, with ``X-Fallback-Attempts: 1`` and the trail ``groq/...=<fault>,cerebras/...=ok``.
@@ -65,9 +66,27 @@ def _vault_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     vault_in_process(monkeypatch)
 
 
-FIRST, SECOND = "groq", "cerebras"
-MODELS: Final = {FIRST: "llama-3.3-70b-versatile", SECOND: "qwen-3-235b-a22b-instruct-2507"}
-SECRETS: Final = {FIRST: "gsk-matrix-first-key-0123456789", SECOND: "csk-matrix-second-key-987654"}
+@attrs.frozen
+class Upstream:
+    """A provider as the catalog names it (`provider`), and its fake (`flavor`)."""
+
+    provider: str
+    flavor: str
+    model: str
+    secret: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+GROQ: Final = Upstream("groq", "groq", "llama-3.3-70b-versatile", "gsk-matrix-first-key-01234567")
+GEMINI: Final = Upstream("google", "gemini", "gemini-2.5-flash", "AIza-matrix-gemini-key-0123456")
+COHERE: Final = Upstream("cohere", "cohere", "command-a-03-2025", "co-matrix-cohere-key-012345678")
+SECOND: Final = Upstream(
+    "cerebras", "cerebras", "qwen-3-235b-a22b-instruct-2507", "csk-matrix-second-key-9876543"
+)
+SECRETS: Final = tuple(upstream.secret for upstream in (GROQ, GEMINI, COHERE, SECOND))
 PROMPT: Final = "hello from the fault matrix, tell me a few words back"
 
 # Deadlines for the faults that need one to pass (a hang, a spike, a connect that never
@@ -79,6 +98,7 @@ SPIKE_S: Final = 5 * TIGHT.idle  # a latency spike, well past the deadlines
 CLIENT_BUDGET_S: Final = 2 * ROOMY.total  # past every server deadline: a longer wait is a hang
 SETTLE_S: Final = 5.0  # for the server to be back where it started, once the client has its answer
 DEFAULT_COOLDOWN_S: Final = 60  # a 429 with no hint cools its key down a whole minute
+NO_HINT: Final = (DEFAULT_COOLDOWN_S - 5, DEFAULT_COOLDOWN_S)  # the client's Retry-After then
 
 # /proc/net/tcp states: a socket of ours still open to a port.
 ESTABLISHED, SYN_SENT, CLOSE_WAIT = "01", "02", "08"
@@ -110,11 +130,15 @@ def _healthy(fake: FakeProvider) -> None:
 class Fault:
     """One row of the matrix.
 
-    ``trail`` is how ``X-Fallback-Trail`` names an attempt that met the fault; ``arm`` gives a
-    fake the fault; ``port`` (the connect faults) opens the address the provider is pointed at
-    instead of its fake; ``capacity``: a spent free tier (429), not a failure (502);
-    ``midstream``: in a stream it strikes after the first chunk reached the client; ``json``:
-    a JSON answer can have it; ``pool``: the provider's one connection is held by another request.
+    ``trail`` is how ``X-Fallback-Trail`` names an attempt that met the fault (``trails``:
+    where a dialect makes it another, by flavor or ``flavor/mode``); ``arm`` gives a fake the
+    fault; ``port`` (the connect faults) opens the address the provider is pointed at instead of
+    its fake; ``tight``: the case needs short deadlines; ``capacity``: a spent free tier (429,
+    the client's ``Retry-After`` within ``retry_after``, or ``retry_afters`` by flavor), not a
+    failure (502); ``midstream``: in a stream it strikes after the first chunk reached the
+    client; ``json``: a JSON answer can have it; ``pool``: the provider's one connection is held
+    by another request; ``dialects``: each dialect acts it in its own shapes (see
+    :func:`native_too`).
     """
 
     name: str
@@ -126,7 +150,17 @@ class Fault:
     midstream: bool = False
     json: bool = True
     pool: bool = False
-    retry_after: tuple[int, int] = (1, 1)  # the client's Retry-After bounds (capacity only)
+    retry_after: tuple[int, int] = (1, 1)
+    dialects: bool = False
+    trails: Mapping[str, str] = attrs.field(factory=dict)
+    retry_afters: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
+
+    def trail_of(self, upstream: Upstream, mode: Mode) -> str:
+        flavor = upstream.flavor
+        return self.trails.get(f"{flavor}/{mode.value}", self.trails.get(flavor, self.trail))
+
+    def retry_after_of(self, upstream: Upstream) -> tuple[int, int]:
+        return self.retry_afters.get(upstream.flavor, self.retry_after)
 
 
 FAULTS: Final = (
@@ -139,19 +173,33 @@ FAULTS: Final = (
         midstream=True,
         json=False,
     ),
-    Fault("status_503", "503", always(FaultKind.STATUS, status=503)),
+    Fault("status_503", "503", always(FaultKind.STATUS, status=503), dialects=True),
     Fault("reset_before_head", "broken_response", always(FaultKind.RESET)),
     Fault("reset_after_head", "broken_response", always(FaultKind.RESET_AFTER_HEAD)),
     Fault("connect_timeout", "connection_error", port=open_silent_port, tight=True),
     Fault("connect_refused", "connection_error", port=open_closed_port),
     Fault("read_timeout", "timeout", always(FaultKind.HANG), tight=True),
-    Fault("malformed_json", "broken_response", always(FaultKind.MALFORMED)),
-    Fault("cut_mid_way", "broken_response", always(FaultKind.CUT, chunks=2), midstream=True),
+    Fault(
+        "malformed_json",
+        "broken_response",
+        always(FaultKind.MALFORMED),
+        dialects=True,
+        trails={"gemini/stream": "502", "cohere/stream": "502"},  # their folds say "error"
+    ),
+    Fault(
+        "cut_mid_way",
+        "broken_response",
+        always(FaultKind.CUT, chunks=2),
+        midstream=True,
+        dialects=True,
+    ),
     Fault(
         "midstream_error",
         "broken_response",
         always(FaultKind.MIDSTREAM_ERROR, chunks=2),
         midstream=True,
+        dialects=True,
+        trails={"gemini": "500"},  # Gemini's failed JSON answer is a 500 INTERNAL
     ),
     Fault(
         "rate_limit_retry_after",
@@ -159,15 +207,24 @@ FAULTS: Final = (
         always(FaultKind.RATE_LIMIT, retry_after=7),
         capacity=True,
         retry_after=(1, 7),
+        dialects=True,
+        retry_afters={"cohere": NO_HINT},  # Cohere's 429 never says when
     ),
     Fault(
         "rate_limit_no_retry_after",
         "429",
         always(FaultKind.RATE_LIMIT, retry_after=None),
         capacity=True,
-        retry_after=(DEFAULT_COOLDOWN_S - 5, DEFAULT_COOLDOWN_S),
+        retry_after=NO_HINT,
+        dialects=True,
     ),
-    Fault("invalid_key", "401", always(FaultKind.INVALID_KEY)),
+    Fault(
+        "invalid_key",
+        "401",
+        always(FaultKind.INVALID_KEY),
+        dialects=True,
+        trails={"gemini": "400"},  # Gemini's 400 API_KEY_INVALID
+    ),
     Fault("pool_exhausted", "connection_error", pool=True),
 )
 
@@ -177,6 +234,7 @@ class Case:
     fault: Fault
     mode: Mode
     where: Where
+    first: Upstream = GROQ  # the first candidate; the second is always SECOND
 
     @property
     def stream(self) -> bool:
@@ -187,11 +245,15 @@ class Case:
         """The fault strikes after the client's stream started: no failover is possible."""
         return self.fault.midstream and self.stream
 
-    def faulty(self, provider: str) -> bool:
-        """Whether `provider` has the fault in this case."""
+    @property
+    def upstreams(self) -> tuple[Upstream, Upstream]:
+        return self.first, SECOND
+
+    def faulty(self, upstream: Upstream) -> bool:
+        """Whether `upstream` has the fault in this case."""
         if self.where is Where.FIRST:
-            return provider == FIRST
-        return provider == SECOND or not self.midstream
+            return upstream is self.first
+        return upstream is SECOND or not self.midstream
 
 
 def cases() -> Iterator[Any]:
@@ -202,6 +264,22 @@ def cases() -> Iterator[Any]:
             for where in Where:
                 name = f"{fault.name}-{mode.value}-{where.value}"
                 yield pytest.param(Case(fault, mode, where), id=name)
+                if native_too(fault, mode, where):
+                    for native in (GEMINI, COHERE):
+                        case = Case(fault, mode, where, native)
+                        yield pytest.param(case, id=f"{name}-{native.flavor}")
+
+
+def native_too(fault: Fault, mode: Mode, where: Where) -> bool:
+    """Whether the cell is tried with a Gemini and a Cohere first candidate too: for the faults
+    each dialect words its own way, where its words matter. On *first*: how freellm reads them.
+    On *last*, only a 429's (when the first frees up), and only JSON: a stream is refused with
+    the same head. (Everything else on *last* is the second candidate's, or the same 502.)"""
+    if not fault.dialects:
+        return False
+    if where is Where.FIRST:
+        return True
+    return fault.capacity and mode is Mode.JSON
 
 
 # --- the world of one case ------------------------------------------------------------------
@@ -215,15 +293,16 @@ class World:
     unreachable: tuple[int, ...]  # the connect faults' ports
 
 
-def config(urls: Mapping[str, str], *, pool: bool) -> str:
+def config(urls: Mapping[Upstream, str], *, pool: bool) -> str:
     parts = []
-    for provider, url in urls.items():
+    for upstream, url in urls.items():
+        provider = upstream.provider
         parts.append(f'[providers.{provider}]\nbase_url = "{url}"\n')
         parts.append(
-            f'[[providers.{provider}.models]]\nid = "{MODELS[provider]}"\nrpm = 1000\n'
+            f'[[providers.{provider}.models]]\nid = "{upstream.model}"\nrpm = 1000\n'
             "context = 131072\n"
         )
-    chain = ", ".join(f'"{provider}/{MODELS[provider]}"' for provider in urls)
+    chain = ", ".join(f'"{upstream.target}"' for upstream in urls)
     parts.append(f"[router]\nchain = [{chain}]\n")
     if pool:
         parts.append("[pool]\nmax_connections = 1\n")
@@ -239,27 +318,26 @@ async def world_for(case: Case, data_dir: Path) -> AsyncIterator[World]:
     """The two fakes (with the case's faults armed), the unreachable ports, and freellm."""
     async with AsyncExitStack() as stack:
         fakes: dict[str, FakeProvider] = {}
-        urls: dict[str, str] = {}
+        urls: dict[Upstream, str] = {}
         unreachable = []
-        for provider in (FIRST, SECOND):
+        for upstream in case.upstreams:
+            caps = {upstream.model: FakeCaps()}
             fake = await stack.enter_async_context(
-                open_fake_provider(
-                    provider, keys=[SECRETS[provider]], models={MODELS[provider]: FakeCaps()}
-                )
+                open_fake_provider(upstream.flavor, keys=[upstream.secret], models=caps)
             )
-            fakes[provider] = fake
-            urls[provider] = fake.base_url
-            if case.faulty(provider):
+            fakes[upstream.provider] = fake
+            urls[upstream] = fake.base_url
+            if case.faulty(upstream):
                 if case.fault.port is not None:
                     origin = await stack.enter_async_context(case.fault.port())
-                    urls[provider] = origin + fake.prefix
+                    urls[upstream] = origin + fake.prefix
                     unreachable.append(_port(origin))
                 else:
                     case.fault.arm(fake)
             elif case.where is Where.LAST:  # the fault is the last candidate's, past its start
                 fake.faults.always(FaultKind.STATUS, status=503)
         timeouts = TIGHT if case.fault.tight else ROOMY
-        keys = {provider: [SECRETS[provider]] for provider in urls}
+        keys = {upstream.provider: [upstream.secret] for upstream in urls}
         proxy = await stack.enter_async_context(
             running_proxy(data_dir, config(urls, pool=case.fault.pool), keys, timeouts=timeouts)
         )
@@ -300,9 +378,7 @@ class Reply:
 async def ask(proxy: Proxy, *, stream: bool, model: str = "auto") -> Reply:
     """One chat request; fails the test when the answer takes longer than any deadline."""
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
-    # The connection closes with the answer: a connection left idle is hypercorn's to close
-    # (see test_a_client_closing_an_idle_connection_frees_its_server_task), not the fault's.
-    headers = {"authorization": f"Bearer {proxy.key}", "connection": "close"}
+    headers = {"authorization": f"Bearer {proxy.key}"}
     async with httpx.AsyncClient(base_url=proxy.base_url, timeout=CLIENT_BUDGET_S) as client:
         with trio.fail_after(CLIENT_BUDGET_S):
             async with client.stream(
@@ -310,10 +386,6 @@ async def ask(proxy: Proxy, *, stream: bool, model: str = "auto") -> Reply:
             ) as response:
                 data = await response.aread()
     return Reply(response.status_code, response.headers, data)
-
-
-def target(provider: str) -> str:
-    return f"{provider}/{MODELS[provider]}"
 
 
 def check_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
@@ -361,47 +433,48 @@ def check_broken_stream(reply: Reply) -> None:
 
 
 def check_reply(case: Case, reply: Reply, fakes: Mapping[str, FakeProvider]) -> None:
-    fault = case.fault
+    fault, first = case.fault, case.first
     headers = reply.headers
     trail = headers.get("x-fallback-trail")
     if case.midstream:
         check_broken_stream(reply)
         if case.where is Where.FIRST:
             # The first candidate's stream reached the client, then broke: nothing else tried.
-            assert headers["x-routed-via"] == target(FIRST)
+            assert headers["x-routed-via"] == first.target
             assert "x-fallback-attempts" not in headers
-            assert trail == f"{target(FIRST)}=ok"
-            assert not fakes[SECOND].requests
+            assert trail == f"{first.target}=ok"
+            assert not fakes[SECOND.provider].requests
         else:
-            assert headers["x-routed-via"] == target(SECOND)
+            assert headers["x-routed-via"] == SECOND.target
             assert headers["x-fallback-attempts"] == "1"
-            assert trail == f"{target(FIRST)}=503,{target(SECOND)}=ok"
+            assert trail == f"{first.target}=503,{SECOND.target}=ok"
         return
     if case.where is Where.FIRST:
         assert reply.status == 200, reply.text
-        assert headers["x-routed-via"] == target(SECOND)
+        assert headers["x-routed-via"] == SECOND.target
         assert headers["x-fallback-attempts"] == "1"
-        assert trail == f"{target(FIRST)}={fault.trail},{target(SECOND)}=ok"
+        assert trail == f"{first.target}={fault.trail_of(first, case.mode)},{SECOND.target}=ok"
         check_answer(reply, stream=case.stream)
-        assert fakes[SECOND].served == 1
+        assert fakes[SECOND.provider].served == 1
         return
     assert "x-routed-via" not in headers
     assert headers["x-fallback-attempts"] == "2"
-    assert trail == f"{target(FIRST)}={fault.trail},{target(SECOND)}={fault.trail}"
+    tried = [f"{u.target}={fault.trail_of(u, case.mode)}" for u in case.upstreams]
+    assert trail == ",".join(tried)
     if fault.capacity:
         check_error(reply, 429, "no_capacity")
-        low, high = fault.retry_after
+        low, high = fault.retry_after_of(first)
         assert low <= int(headers["retry-after"]) <= high
     else:
         check_error(reply, 502, "upstream_failed")
-    assert fakes[FIRST].served == fakes[SECOND].served == 0
+    assert fakes[first.provider].served == fakes[SECOND.provider].served == 0
 
 
 def check_never(reply: Reply) -> None:
     """What no answer may be or hold, whatever the fault."""
     assert reply.status != 500
     assert "Traceback" not in reply.text
-    for secret in SECRETS.values():
+    for secret in SECRETS:
         assert secret not in reply.text
         assert all(secret not in value for value in reply.headers.values())
 
@@ -541,14 +614,14 @@ async def settled(world: World, baseline_tasks: int) -> Leftovers:
 # --- the pool fault ---------------------------------------------------------------------------
 
 
-async def hold_connection(world: World, provider: str, nursery: trio.Nursery) -> None:
-    """A request pinned to `provider` that hangs upstream, holding its only connection."""
-    fake = world.fakes[provider]
+async def hold_connection(world: World, upstream: Upstream, nursery: trio.Nursery) -> None:
+    """A request pinned to `upstream` that hangs there, holding its only connection."""
+    fake = world.fakes[upstream.provider]
     fake.faults.next(1, FaultKind.HANG)
     asked = len(fake.requests)
 
     async def hold() -> None:
-        await ask(world.proxy, stream=False, model=target(provider))
+        await ask(world.proxy, stream=False, model=upstream.target)
 
     nursery.start_soon(hold)
     with trio.fail_after(SETTLE_S):
@@ -568,9 +641,9 @@ async def test_a_fault_gets_a_failover_or_a_clear_error_and_leaves_nothing_behin
         baseline_tasks = server_tasks(world)
         async with trio.open_nursery() as holders:
             if case.fault.pool:
-                for provider in (FIRST, SECOND):
-                    if case.faulty(provider):
-                        await hold_connection(world, provider, holders)
+                for upstream in case.upstreams:
+                    if case.faulty(upstream):
+                        await hold_connection(world, upstream, holders)
             reply = await ask(world.proxy, stream=case.stream)
             holders.cancel_scope.cancel()  # the holders' clients go away
         check_never(reply)
@@ -593,19 +666,13 @@ async def test_a_fault_gets_a_failover_or_a_clear_error_and_leaves_nothing_behin
     assert not errors, [record.getMessage() for record in errors]
 
 
-@pytest.mark.xfail(
-    reason="hypercorn 0.18's trio server lets a connection its client closed while idle wait "
-    "for keep_alive_timeout (75 s) with its task and socket: TCPServer._read_data returns on "
-    "EOF but never stops the idle timer; the fix belongs in freellm.web.server",
-    strict=True,
-)
 async def test_a_client_closing_an_idle_connection_frees_its_server_task(tmp_path: Path) -> None:
     """A keep-alive connection the client closes between requests (what every pooled client
     does when it is done) ends at once on the server: its task and its socket, rather than at
     ``keep_alive_timeout``."""
     case = Case(FAULTS[0], Mode.JSON, Where.FIRST)
     async with world_for(case, tmp_path / "data") as world:
-        world.fakes[FIRST].faults.clear()
+        world.fakes[GROQ.provider].faults.clear()
         proxy = world.proxy
         baseline_tasks = server_tasks(world)
         proxy_port = (_port(proxy.url),)
