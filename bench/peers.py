@@ -25,8 +25,12 @@ chat completions at concurrency 1 and 32 (p50, p99, req/s, CPU ms per request), 
 chunks at concurrency 32 (streams/s, p50 of the whole stream), the peak RSS over those phases;
 then ``--slow-streams`` N streams at once (1,000), made slow by the upstream's chunk delay
 (``--slow-delay``, 0.5 s: 9.5 s a stream): how many completed with every chunk and ``[DONE]``,
-when the last ended, the most open at once, and the peak RSS. CPU and RSS are the system's whole
-process tree's (``/proc``); ``direct``'s are the upstream's.
+when the last ended, the most open at once, the peak RSS and the CPU spent. A stream not ended
+within ``--slow-timeout`` (a stream's time, a minute and a second per 100 streams) fails. CPU
+and RSS are the system's whole process tree's (``/proc``); ``direct``'s are the upstream's. How
+much of CPU 0 other processes took is measured too (``/proc/stat``): the machine is shared, and
+where they took a lot the req/s is low by that much, so each throughput target is also given by
+CPU per request (the same ratio on a whole core each).
 
 With ``--http2`` the slow streams go over h2c (hypercorn's prior knowledge) to the systems that
 serve it (relay and freellm; the others get HTTP/1.1), many streams a connection: 10,000 streams
@@ -87,7 +91,8 @@ FLAVOR: Final = FLAVORS["openai"]
 STARTUP_TIMEOUT_S: Final = 120.0  # LiteLLM takes 15-30 s on one core
 IDLE_SETTLE_S: Final = 1.5
 RSS_SAMPLE_S: Final = 0.1
-SLOW_GRACE_S: Final = 60.0  # a slow phase ends this long after its streams should have
+SLOW_GRACE_S: Final = 60.0  # a slow phase ends this long after its streams should have,
+STREAMS_PER_GRACE_S: Final = 100  # plus a second per this many streams (CPU: 10,000 take ~60 s)
 
 LOOPBACK_PRELOAD: Final = """\
 // Written by freellm's bench/peers.py: keep the gateway on loopback.
@@ -495,11 +500,18 @@ def load_phase(run: Run, system: System, concurrency: int, stream: bool) -> dict
     }
 
 
+def slow_timeout(streams: int, delay: float) -> float:
+    """The default time the slow streams have to end: a stream's time, a minute, and a second
+    per :data:`STREAMS_PER_GRACE_S` streams (a proxy on one core takes a few ms of CPU for each
+    slow stream, so 10,000 at once end late however good it is)."""
+    return delay * (CHUNKS - 1) + SLOW_GRACE_S + streams / STREAMS_PER_GRACE_S
+
+
 def slow_phase(run: Run, system: System) -> dict[str, Any]:
     """``slow_streams`` streams at once, slowed by the upstream's chunk delay."""
     http2 = run.http2 and system.name in H2C
     expected = run.slow_delay * (CHUNKS - 1)
-    timeout = run.slow_timeout or expected + SLOW_GRACE_S
+    timeout = run.slow_timeout or slow_timeout(run.slow_streams, run.slow_delay)
     peak = PeakTreeRss(system.pid)
     set_chunk_delay(run.ctx.upstream, run.slow_delay)
     own, began = tree_cpu_seconds(system.pid), time.perf_counter()
@@ -556,6 +568,7 @@ def measure(run: Run, system: System) -> dict[str, Any]:
 SATURATED_PCT: Final = 90.0
 SHARED_PCT: Final = 10.0  # other processes on the system's CPU: worth a warning
 RSS_TARGET_MIB: Final = 100.0  # "peak RSS <= 100 MB", read as MiB as the other benches do
+RSS_TARGET_STREAMS: Final = 1000  # ... with 1,000 streams open
 
 
 def _get(result: dict[str, Any] | None, *keys: str) -> Any:
@@ -629,12 +642,13 @@ def targets(results: dict[str, dict[str, Any]], c: int, slow_streams: int) -> li
             f"{slow['completed']:,}/{slow['requested']:,}",
             slow["completed"] == slow["requested"],
         )
-        add(
-            f"{slow_streams:,} slow streams, peak RSS (MiB)",
-            f"<= {RSS_TARGET_MIB:g}",
-            f"{slow['peak_rss_mib']:.1f}",
-            slow["peak_rss_mib"] <= RSS_TARGET_MIB,
-        )
+        if slow_streams <= RSS_TARGET_STREAMS:  # the issue sets no RSS target above
+            add(
+                f"{slow_streams:,} slow streams, peak RSS (MiB)",
+                f"<= {RSS_TARGET_MIB:g}",
+                f"{slow['peak_rss_mib']:.1f}",
+                slow["peak_rss_mib"] <= RSS_TARGET_MIB,
+            )
     return found
 
 
@@ -823,7 +837,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, log: Callable[[st
         r["added_p50_ms"] = None if direct_p50 is None else round(r["c1"]["p50_ms"] - direct_p50, 3)
     stream_s = args.slow_delay * (CHUNKS - 1)
     slow = f"{args.slow_delay:g} s between {CHUNKS} chunks ({stream_s:g} s a stream), all sent at "
-    slow += f"once, trio client, {args.slow_timeout or stream_s + SLOW_GRACE_S:g} s to end"
+    timeout = args.slow_timeout or slow_timeout(args.slow_streams, args.slow_delay)
+    slow += f"once, trio client, {timeout:g} s to end"
     if args.http2:
         slow += f" (h2c to {', '.join(sorted(H2C))}, HTTP/1.1 to the rest)"
     result = {
@@ -869,7 +884,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--slow-timeout",
         type=float,
         metavar="S",
-        help="seconds before unfinished slow streams count as failed (a stream's time + 60)",
+        help="seconds before unfinished slow streams fail (a stream's time + 60 + N/100)",
     )
     parser.add_argument("--http2", action="store_true", help="slow streams over h2c if served")
     parser.add_argument("--skip-install", action="store_true", help="never install the peers")
