@@ -271,7 +271,10 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
             return error_response(
                 400, f"`limit` must be a whole number from 1 to {MAX_REQUESTS_LISTED}.", "limit"
             )
-        failed = request.args.get("failed") in ("1", "true")
+        flag = request.args.get("failed", "false")
+        if flag not in ("1", "true", "0", "false"):
+            return error_response(400, "`failed` must be true, false, 1 or 0.", "failed")
+        failed = flag in ("1", "true")
         limit = int(raw)
         rows = await (store.failed_requests(limit) if failed else store.recent_requests(limit))
         listed = []

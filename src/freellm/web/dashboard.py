@@ -129,8 +129,13 @@ def create_dashboard(runtime: Runtime) -> QuartTrio:
         return Response("Not found", status=404, content_type="text/plain")
 
     @quart.errorhandler(405)
-    async def not_allowed(_: Exception) -> Response:
-        return error_response(405, f"{request.method} is not allowed on {request.path}.")
+    async def not_allowed(error: Exception) -> Response:
+        response = error_response(
+            405, f"{request.method} is not allowed on {request.path}.", code="method_not_allowed"
+        )
+        allowed = getattr(error, "valid_methods", None) or ()
+        response.headers["Allow"] = ", ".join(sorted(allowed))  # RFC 9110: a 405 says which
+        return response
 
     @quart.errorhandler(413)
     async def too_large(_: Exception) -> Response:
