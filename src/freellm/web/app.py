@@ -11,7 +11,8 @@ Who may call what: every route needs the unified key (or the dashboard's session
 probes, ``/livez`` and ``/readyz``: a load balancer or an orchestrator asks them without
 credentials, and they tell only whether the server is up and which background job fails.
 ``/metrics`` needs the key too (Prometheus sends it with ``authorization: {credentials: ...}``
-in its scrape config): it names the providers and counts the traffic.
+in its scrape config): it names the providers and counts the traffic. So does ``/openapi.json``,
+the description of this API (:mod:`freellm.web.openapi`).
 The app keeps its plain routes in :attr:`App.paths` and :attr:`App.prefixes`, so that a test can
 list every route there is (tests/e2e/test_security.py).
 """
@@ -27,6 +28,7 @@ import trio
 from freellm.core.wire import error_body
 from freellm.shell.runtime import Runtime
 from freellm.web.auth import Access, access
+from freellm.web.openapi import OpenAPI
 from freellm.web.v1 import V1, Message, Receive, Scope, Send, json_response
 
 __all__ = ["STREAM_PATHS", "App", "create_app"]
@@ -74,6 +76,9 @@ def create_app(runtime: Runtime) -> Any:  # an App: Any for hypercorn's ASGI typ
             )
             await json_response(send, 401, body)
             return
+        if scope["method"] not in ("GET", "HEAD"):  # after the key: a stranger learns nothing
+            await _not_allowed(scope, send)
+            return
         body = runtime.metrics.render()
         await send(
             {
@@ -84,7 +89,12 @@ def create_app(runtime: Runtime) -> Any:  # an App: Any for hypercorn's ASGI typ
         )
         await send({"type": "http.response.body", "body": body})
 
-    paths: dict[str, Handler] = {"/livez": livez, "/readyz": readyz, "/metrics": metrics}
+    paths: dict[str, Handler] = {
+        "/livez": _get_only(livez),
+        "/readyz": _get_only(readyz),
+        "/metrics": metrics,
+        "/openapi.json": OpenAPI(runtime),
+    }
     paths.update(dict.fromkeys(STREAM_PATHS, streams))
     return App(paths, {"/v1/": v1}, dashboard)
 
@@ -123,6 +133,27 @@ class App:
                 await exact(scope, receive, send)
                 return
         await self.rest(scope, receive, send)
+
+
+def _get_only(handler: Handler) -> Handler:
+    """``handler`` for GET and HEAD; any other method gets a 405 that says so (``Allow``)."""
+
+    async def get_only(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in ("GET", "HEAD"):
+            await handler(scope, receive, send)
+        else:
+            await _not_allowed(scope, send)
+
+    return get_only
+
+
+async def _not_allowed(scope: Scope, send: Send) -> None:
+    body = error_body(
+        f"{scope['method']} is not allowed here: use GET.",
+        "invalid_request_error",
+        code="method_not_allowed",
+    )
+    await json_response(send, 405, body, [(b"allow", b"GET, HEAD")])
 
 
 SINGLE_HEADERS: Final = {

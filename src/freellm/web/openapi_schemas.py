@@ -1,0 +1,378 @@
+"""The component schemas of :mod:`freellm.web.openapi`: a chat request as
+:func:`freellm.core.chat.inspect_request` checks it, the ``/api`` bodies as
+:mod:`freellm.web.bodies` takes them, and the answers. A constraint written here must be one the
+server enforces: schemathesis sends what breaks each one and expects a 4xx.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["Schema", "api_schemas", "array", "chat_schemas", "nullable", "obj", "ref"]
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict[str, Schema], *required: str, **more: Any) -> Schema:
+    return {"type": "object", "properties": properties, "required": list(required), **more}
+
+
+def array(items: Schema, **more: Any) -> Schema:
+    return {"type": "array", "items": items, **more}
+
+
+STRING: Final[Schema] = {"type": "string"}
+NUMBER: Final[Schema] = {"type": "number"}
+INTEGER: Final[Schema] = {"type": "integer"}
+BOOLEAN: Final[Schema] = {"type": "boolean"}
+TIME: Final[Schema] = {"type": "number", "description": "Epoch seconds."}
+PERCENTILES: Final[Schema] = obj({"p50": nullable(NUMBER), "p95": nullable(NUMBER)}, "p50", "p95")
+
+
+def chat_schemas() -> dict[str, Schema]:
+    """A chat request as :func:`freellm.core.chat.inspect_request` checks it (fields it does
+    not know are forwarded untouched), and the answers."""
+    text_part = obj({"type": {"const": "text"}, "text": STRING}, "type", "text")
+    image_url = {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            obj({"url": {"type": "string", "minLength": 1}}, "url"),
+        ]
+    }
+    image_part = obj({"type": {"const": "image_url"}, "image_url": image_url}, "type", "image_url")
+    other_part = obj({"type": {"type": "string", "not": {"enum": ["text", "image_url"]}}}, "type")
+    content = {"anyOf": [STRING, array({"anyOf": [text_part, image_part, other_part]})]}
+    asked = ["system", "developer", "user", "tool", "function"]
+    return {
+        "Message": {
+            "description": "A message; only an assistant's may leave `content` out or null.",
+            "anyOf": [
+                obj({"role": {"enum": asked}, "content": content}, "role", "content"),
+                obj({"role": {"const": "assistant"}, "content": nullable(content)}, "role"),
+            ],
+        },
+        "Tool": obj(
+            {
+                "type": {"const": "function"},
+                "function": obj(
+                    {
+                        "name": {"type": "string", "minLength": 1},
+                        "description": STRING,
+                        "parameters": nullable({"type": "object"}),
+                    },
+                    "name",
+                ),
+            },
+            "function",
+        ),
+        "ChatRequest": obj(
+            {
+                "model": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "`auto`, a model id (any provider that serves it), or "
+                    "`provider/model-id` (that provider only).",
+                    "examples": ["auto"],
+                },
+                "messages": array(ref("Message"), minItems=1),
+                "stream": nullable(BOOLEAN),
+                "stream_options": nullable(obj({"include_usage": BOOLEAN})),
+                "max_tokens": nullable({"type": "integer", "minimum": 1}),
+                "max_completion_tokens": nullable({"type": "integer", "minimum": 1}),
+                "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
+                "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+                "n": nullable({"const": 1, "description": "Only 1: free tiers count each choice."}),
+                "tools": nullable(array(ref("Tool"))),
+                "tool_choice": nullable(
+                    {
+                        "anyOf": [
+                            {"enum": ["none", "auto", "required"]},
+                            obj({"function": obj({"name": STRING}, "name")}, "function"),
+                        ]
+                    }
+                ),
+                "response_format": nullable(
+                    obj({"type": {"enum": ["text", "json_object", "json_schema"]}}, "type")
+                ),
+                "user": nullable(STRING),
+                "session_id": nullable(
+                    {"type": "string", "description": "Names the session, like X-Session-Id."}
+                ),
+            },
+            "model",
+            "messages",
+            description="OpenAI's chat completion request. Fields not listed here are "
+            "forwarded untouched to providers that speak OpenAI's dialect.",
+        ),
+        "ChatCompletion": obj(
+            {
+                "id": STRING,
+                "object": {"const": "chat.completion"},
+                "created": INTEGER,
+                "model": STRING,
+                "choices": array(
+                    obj(
+                        {
+                            "index": INTEGER,
+                            "message": obj({"role": STRING, "content": nullable(STRING)}, "role"),
+                            "finish_reason": nullable(STRING),
+                        },
+                        "index",
+                        "message",
+                    )
+                ),
+                "usage": nullable(
+                    obj(
+                        {
+                            "prompt_tokens": INTEGER,
+                            "completion_tokens": INTEGER,
+                            "total_tokens": INTEGER,
+                        }
+                    )
+                ),
+            },
+            "object",
+            "choices",
+        ),
+        "Model": obj(
+            {
+                "id": STRING,
+                "object": {"const": "model"},
+                "created": INTEGER,
+                "owned_by": STRING,
+            },
+            "id",
+            "object",
+            "created",
+            "owned_by",
+        ),
+    }
+
+
+def api_schemas() -> dict[str, Schema]:
+    """The dashboard's ``/api`` bodies (as :mod:`freellm.web.bodies` takes them: no other
+    field, no other type) and answers."""
+    window = obj(
+        {
+            "used": INTEGER,
+            "cap": nullable(INTEGER),
+            "left": nullable(INTEGER),
+            "resets_at": nullable(TIME),
+        },
+        "used",
+        "cap",
+        "left",
+    )
+    return {
+        "Key": obj(
+            {
+                "id": STRING,
+                "provider": STRING,
+                "label": STRING,
+                "enabled": BOOLEAN,
+                "routable": BOOLEAN,
+                "secret_tail": nullable(STRING),
+                "health": STRING,
+                "health_since": nullable(TIME),
+                "last_check": nullable(TIME),
+                "last_error": nullable(STRING),
+                "created_at": TIME,
+                "today": obj({"requests": INTEGER, "tokens": INTEGER}, "requests", "tokens"),
+            },
+            "id",
+            "provider",
+            "label",
+            "enabled",
+            "routable",
+            "health",
+            description="A provider key. Its secret is never sent back: `secret_tail` is its "
+            "last four characters at most.",
+        ),
+        "NewKey": obj(
+            {
+                "provider": {"type": "string", "minLength": 1, "maxLength": 100},
+                "secret": {"type": "string", "minLength": 1, "maxLength": 4096},
+                "label": {"type": "string", "maxLength": 200},
+            },
+            "provider",
+            "secret",
+            additionalProperties=False,
+        ),
+        "KeyPatch": obj(
+            {
+                "enabled": nullable(BOOLEAN),
+                "label": nullable({"type": "string", "maxLength": 200}),
+                "secret": nullable({"type": "string", "minLength": 1, "maxLength": 4096}),
+            },
+            additionalProperties=False,
+            description="At least one of the three, not null.",
+        ),
+        "ChainEntry": obj(
+            {
+                "target": {"type": "string", "pattern": r"^[^/\s]+/\S+$"},
+                "enabled": BOOLEAN,
+            },
+            "target",
+            additionalProperties=False,
+        ),
+        "ChainUpdate": obj(
+            {"entries": array(ref("ChainEntry"), minItems=1, maxItems=500)},
+            "entries",
+            additionalProperties=False,
+        ),
+        "Chain": obj(
+            {
+                "data": array(
+                    obj(
+                        {
+                            "target": STRING,
+                            "enabled": BOOLEAN,
+                            "keys": INTEGER,
+                            "servable_now": BOOLEAN,
+                            "retry_at": nullable(TIME),
+                        },
+                        "target",
+                        "enabled",
+                    )
+                ),
+                "source": {"enum": ["dashboard", "config"]},
+                "in_use": array(STRING),
+            },
+            "data",
+            "source",
+            "in_use",
+        ),
+        "Catalog": obj(
+            {
+                "providers": array(
+                    obj(
+                        {
+                            "id": STRING,
+                            "name": STRING,
+                            "dialect": {"enum": ["openai", "gemini", "cohere"]},
+                            "keys": INTEGER,
+                            "key_hint": obj({"looks_like": STRING, "url": nullable(STRING)}),
+                            "models": array(
+                                obj(
+                                    {
+                                        "id": STRING,
+                                        "target": STRING,
+                                        "caps": {"type": "object"},
+                                        "context": nullable(INTEGER),
+                                        "tools": BOOLEAN,
+                                        "vision": BOOLEAN,
+                                        "json": BOOLEAN,
+                                    },
+                                    "id",
+                                    "target",
+                                )
+                            ),
+                        },
+                        "id",
+                        "models",
+                    )
+                ),
+                "presets": {"type": "object", "additionalProperties": array(STRING)},
+            },
+            "providers",
+            "presets",
+        ),
+        "Quotas": obj(
+            {
+                "now": TIME,
+                "rows": array(
+                    obj(
+                        {
+                            "provider": STRING,
+                            "key_id": STRING,
+                            "model": STRING,
+                            "windows": {"type": "object", "additionalProperties": window},
+                            "available": BOOLEAN,
+                            "blocked_reason": nullable(STRING),
+                            "retry_at": nullable(TIME),
+                        },
+                        "provider",
+                        "key_id",
+                        "windows",
+                    )
+                ),
+                "capacity": {"type": "object"},
+                "targets": array({"type": "object"}),
+            },
+            "now",
+            "rows",
+            "targets",
+        ),
+        "Analytics": obj(
+            {
+                "window": {"enum": ["1h", "24h", "7d", "30d"]},
+                "since": NUMBER,
+                "until": NUMBER,
+                "step_s": NUMBER,
+                "totals": obj(
+                    {
+                        "requests": INTEGER,
+                        "succeeded": INTEGER,
+                        "success_rate": nullable(NUMBER),
+                        "latency_ms": PERCENTILES,
+                        "ttft_ms": PERCENTILES,
+                    },
+                    "requests",
+                ),
+                "timeline": array(
+                    obj({"at": NUMBER, "requests": INTEGER, "errors": INTEGER}, "at", "requests")
+                ),
+                "providers": array({"type": "object"}),
+                "models": array({"type": "object"}),
+                "error_classes": array(obj({"class": STRING, "count": INTEGER}, "class", "count")),
+            },
+            "window",
+            "totals",
+            "timeline",
+        ),
+        "Requests": obj(
+            {
+                "data": array(
+                    obj(
+                        {
+                            "id": STRING,
+                            "at": TIME,
+                            "model": STRING,
+                            "routed_via": nullable(STRING),
+                            "status": INTEGER,
+                            "latency_ms": NUMBER,
+                            "stream": BOOLEAN,
+                            "error": nullable(STRING),
+                            "attempts": array(
+                                obj(
+                                    {
+                                        "n": INTEGER,
+                                        "target": STRING,
+                                        "status": nullable(INTEGER),
+                                        "outcome": nullable(STRING),
+                                        "latency_ms": nullable(NUMBER),
+                                    },
+                                    "n",
+                                    "target",
+                                )
+                            ),
+                        },
+                        "id",
+                        "at",
+                        "model",
+                        "status",
+                        "attempts",
+                    )
+                )
+            },
+            "data",
+        ),
+    }

@@ -1,0 +1,133 @@
+"""A freellm server for tests that send it anything at all (the fuzz tests, schemathesis): in
+front of one fake groq, with every other provider of the catalog pointed at a loopback port that
+refuses connections, so that no body (a key added for any provider, any model named) can make
+it reach beyond this machine.
+
+:func:`loopback_server` runs it in the test's own trio loop; :func:`loopback_server_in_thread`
+runs it in a thread of its own, for blocking clients driven from a plain test (schemathesis'
+pytest integration), with :meth:`Threaded.call` to look at it from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+from harness import Proxy, running_proxy
+
+from freellm.shell.config import bundled_catalog
+from freellm.sim.fakes import FakeCaps, FakeProvider, open_closed_port, open_fake_provider
+
+T = TypeVar("T")
+
+GROQ_MODEL = "llama-3.3-70b-versatile"
+GROQ_KEY = "gsk-loopback-1"
+
+
+@attrs.frozen
+class Served:
+    proxy: Proxy
+    groq: FakeProvider
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    @property
+    def bearer(self) -> list[tuple[bytes, bytes]]:
+        return [(b"authorization", f"Bearer {self.proxy.key}".encode())]
+
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.proxy.key}"}
+
+
+def loopback_config(
+    fakes: Mapping[str, FakeProvider], nowhere: str, chain: Sequence[str], model: str
+) -> str:
+    """Every provider of the catalog pointed at loopback: the fakes at themselves, the rest at
+    ``nowhere`` (an origin that refuses connections); ``model`` is groq's table."""
+    parts = []
+    for provider in bundled_catalog().providers:
+        origin = fakes[provider].base_url if provider in fakes else f"{nowhere}/v1"
+        parts.append(f'[providers.{provider}]\nbase_url = "{origin}"\n')
+    parts.append(model)
+    parts.append("[router]\nchain = [" + ", ".join(f'"{c}"' for c in chain) + "]\n")
+    return "\n".join(parts)
+
+
+GROQ_TABLE = (
+    f'[[providers.groq.models]]\nid = "{GROQ_MODEL}"\ncontext = 131072\n'
+    "tools = true\nvision = true\njson = true\n"
+)
+
+
+@asynccontextmanager
+async def loopback_server(data_dir: Path) -> AsyncIterator[Served]:
+    """freellm in front of one fake groq with one key (a model that takes tools, images and
+    JSON mode), no caps anywhere: a fuzz run sends hundreds of requests."""
+    async with (
+        open_fake_provider("groq", keys=[GROQ_KEY], models={GROQ_MODEL: FakeCaps()}) as groq,
+        open_closed_port() as nowhere,
+    ):
+        config = loopback_config({"groq": groq}, nowhere, [f"groq/{GROQ_MODEL}"], GROQ_TABLE)
+        async with running_proxy(data_dir, config, {"groq": [GROQ_KEY]}) as proxy:
+            yield Served(proxy, groq)
+
+
+@attrs.frozen
+class Threaded:
+    served: Served
+    token: trio.lowlevel.TrioToken
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` in the server's trio thread."""
+        return trio.from_thread.run(fn, *args, trio_token=self.token)
+
+    def key(self) -> str:
+        """The unified key as it is now (``POST /api/token/regenerate`` changes it)."""
+        return trio.from_thread.run_sync(lambda: self.served.proxy.key, trio_token=self.token)
+
+
+@contextmanager
+def loopback_server_in_thread(data_dir: Path) -> Iterator[Threaded]:
+    """:func:`loopback_server` on a trio loop in a thread of its own."""
+    handoff: queue.Queue[tuple[Threaded, trio.CancelScope] | BaseException] = queue.Queue()
+
+    async def run() -> None:
+        try:
+            async with loopback_server(data_dir) as served:
+                scope = trio.CancelScope()
+                handoff.put((Threaded(served, trio.lowlevel.current_trio_token()), scope))
+                with scope:
+                    await trio.sleep_forever()
+        except BaseException as exc:
+            handoff.put(exc)
+            raise
+
+    def quietly() -> None:
+        with contextlib.suppress(BaseException):  # already handed to the test
+            trio.run(run)
+
+    thread = threading.Thread(target=quietly, name="freellm-loopback", daemon=True)
+    thread.start()
+    got = handoff.get(timeout=60)
+    if isinstance(got, BaseException):
+        raise got
+    server, scope = got
+    try:
+        yield server
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=server.token)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the server thread did not stop"
