@@ -24,6 +24,7 @@ from harness import Proxy, running_proxy
 
 from freellm.shell.config import bundled_catalog
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_closed_port, open_fake_provider
+from freellm.sim.fakes.replies import ChatRequest
 
 T = TypeVar("T")
 
@@ -69,11 +70,16 @@ GROQ_TABLE = (
 
 
 @asynccontextmanager
-async def loopback_server(data_dir: Path) -> AsyncIterator[Served]:
+async def loopback_server(
+    data_dir: Path, *, reply_tokens: Callable[[ChatRequest], int | None] | None = None
+) -> AsyncIterator[Served]:
     """freellm in front of one fake groq with one key (a model that takes tools, images and
-    JSON mode), no caps anywhere: a fuzz run sends hundreds of requests."""
+    JSON mode), no caps anywhere: a fuzz run sends hundreds of requests. ``reply_tokens``
+    sizes the fake's replies (see :mod:`freellm.sim.fakes.replies`)."""
     async with (
-        open_fake_provider("groq", keys=[GROQ_KEY], models={GROQ_MODEL: FakeCaps()}) as groq,
+        open_fake_provider(
+            "groq", keys=[GROQ_KEY], models={GROQ_MODEL: FakeCaps()}, reply_tokens=reply_tokens
+        ) as groq,
         open_closed_port() as nowhere,
     ):
         config = loopback_config({"groq": groq}, nowhere, [f"groq/{GROQ_MODEL}"], GROQ_TABLE)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import trio
 from harness import CLIENT_GENERATORS
@@ -661,3 +664,96 @@ async def test_api_query_strings_of_any_text_never_get_a_5xx(tmp_path: Path) -> 
                 assert refused(answer)["param"] in ("limit", "window", "failed"), (query, answer)
 
         await in_thread(with_client, served, check)
+
+
+# --- a slow reader --------------------------------------------------------------------------------
+
+LONG_WORDS = 40_000  # about 10 MB of SSE: forty times what the sockets on the way buffer
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (the server runs in it)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def read_stream_to_end(sock: socket.socket) -> bytes:
+    """The rest of a chunked SSE answer, up to its last chunk after ``data: [DONE]``."""
+    received = bytearray()
+    while not (b"data: [DONE]" in received[-200:] and received.endswith(b"0\r\n\r\n")):
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        received += piece
+    return bytes(received)
+
+
+async def test_a_slow_reader_of_one_stream_does_not_slow_the_others(tmp_path: Path) -> None:
+    """One client opens a long stream (about 10 MB) and stops reading after its head, with a
+    small socket buffer; five others stream as usual and finish at once. Meanwhile freellm
+    stops reading the slow one's upstream (backpressure): the fake is still sending, long after
+    it would have finished had freellm read on into memory, and the process' memory does not
+    grow by the stream. When the slow client reads again, it gets the whole stream."""
+
+    def size(request: Any) -> int | None:
+        return LONG_WORDS if "long" in json.dumps(request.messages) else None
+
+    async with loopback_server(tmp_path / "data", reply_tokens=size) as served:
+        body = json.dumps(
+            {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "long"}]}
+        ).encode()
+
+        def open_slow() -> tuple[socket.socket, bytes]:
+            sock = connect(served.url, timeout=10, receive_buffer=4096)
+            request_head = head(
+                "POST", "/v1/chat/completions", served.bearer, body_length=len(body)
+            )
+            sock.sendall(request_head + body)
+            return sock, sock.recv(200)  # the head, and then no more reading
+
+        client = openai.AsyncOpenAI(
+            base_url=f"{served.url}/v1", api_key=served.proxy.key, max_retries=0
+        )
+        took: list[float] = []
+
+        async def stream_normally() -> None:
+            started = trio.current_time()
+            chunks = await client.chat.completions.create(
+                model="auto", stream=True, messages=[{"role": "user", "content": "hi"}]
+            )
+            async with chunks:
+                texts = [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+            assert "".join(texts).startswith("fake-groq says: hi")
+            took.append(trio.current_time() - started)
+
+        await stream_normally()  # warm: what the first stream loads is not the slow one's
+        sock, first = await in_thread(open_slow)
+        try:
+            assert first.startswith(b"HTTP/1.1 200"), first
+            with trio.fail_after(10):
+                while len(served.groq.requests) < 2:  # noqa: ASYNC110 - another server's counters
+                    await trio.sleep(0.01)
+            slow = served.groq.requests[1]
+            before = rss_bytes()
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(5):
+                        nursery.start_soon(stream_normally)
+            assert len(took) == 6
+            assert max(took) < 5.0, took
+
+            await trio.sleep(1.0)  # ample for 10 MB over loopback, were anything reading it
+            assert slow.outcome == "pending", "the upstream was read on: nothing held it back"
+            grown = rss_bytes() - before
+            assert grown < 3_000_000, f"grew by {grown} bytes while the reader slept"
+
+            rest = await in_thread(read_stream_to_end, sock)
+        finally:
+            sock.close()
+            await client.close()
+        assert rest.count(b"data: {") >= LONG_WORDS
+        assert b"data: [DONE]" in rest
+        with trio.fail_after(5):
+            while slow.outcome == "pending":  # noqa: ASYNC110 - another server's counters
+                await trio.sleep(0.01)
+        assert slow.outcome == "ok"
