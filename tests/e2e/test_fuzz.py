@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from loopback import GROQ_MODEL, Served, loopback_server
 from wire_client import Answer, connect, head, read_answer, request, trickle
 
-from freellm.web import v1
+from freellm.web import server, v1
 
 pytestmark = CLIENT_GENERATORS
 
@@ -297,6 +297,46 @@ async def test_a_body_that_trickles_in_gets_a_408_and_holds_no_one_back(
             assert error["code"] == "request_timeout", error
             assert answer.closed
             assert 5 <= sent < len(body), sent  # cut off mid-body, after about a second
+
+
+async def test_a_head_that_trickles_in_is_cut_by_the_keep_alive_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris on the head: hypercorn's keep-alive timer runs from the connection's start
+    until a whole head has arrived, and then closes it (75 s in freellm's settings, shortened
+    here); other clients are served meanwhile."""
+    configured = server.server_config
+
+    def short_keep_alive(host: str, port: int) -> Any:
+        config = configured(host, port)
+        config.keep_alive_timeout = 1.0
+        return config
+
+    monkeypatch.setattr(server, "server_config", short_keep_alive)
+    async with fuzz_server(tmp_path) as served, httpx.AsyncClient(base_url=served.url) as http:
+        data = head("POST", "/v1/chat/completions", served.bearer, body_length=2) + b"{}"
+
+        def slow_head() -> tuple[float, int]:
+            started = time.monotonic()
+            with connect(served.url, timeout=10) as sock:
+                sent = trickle(sock, data, every=0.05, until=started + 5)
+                closed = sock.recv(100) == b""
+            assert closed
+            return time.monotonic() - started, sent
+
+        cut: list[tuple[float, int]] = []
+
+        async def trickler() -> None:
+            cut.append(await in_thread(slow_head))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trickler)
+            for _ in range(5):
+                answer = await http.post("/v1/chat/completions", json=VALID, headers=served.auth())
+                assert answer.status_code == 200
+        ((took, sent),) = cut
+        assert 0.9 < took < 3.0, took
+        assert sent < len(data), sent
 
 
 # --- Hypothesis: /v1/chat/completions ------------------------------------------------------------
