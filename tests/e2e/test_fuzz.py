@@ -579,19 +579,25 @@ header_values = st.text(
 ).map(lambda text: text.strip(" \t").encode("latin-1"))
 
 
-async def test_chat_requests_with_any_headers_never_get_a_5xx(tmp_path: Path) -> None:
-    """A valid chat request with headers added (any names, any values h11 passes, the ones
-    freellm reads among them, some twice): never a 5xx, and a 4xx in OpenAI's shape naming
-    the header or the key. The exception is framing (the module docstring): a bare 400 and a
-    closed connection from the HTTP server itself."""
+async def test_requests_with_any_headers_never_get_a_5xx(tmp_path: Path) -> None:
+    """A valid chat request, or a valid new chain, with headers added (any names, any values
+    h11 passes, the ones freellm reads among them, some twice): never a 5xx, and a 4xx in
+    OpenAI's shape naming the header or the key. The exception is framing (the module
+    docstring): a bare 400 and a closed connection from the HTTP server itself."""
+    chain = json.dumps({"entries": [{"target": f"groq/{GROQ_MODEL}"}]}).encode()
+    calls = [("POST", "/v1/chat/completions", VALID_BYTES), ("PUT", "/api/chain", chain)]
     async with fuzz_server(tmp_path) as served:
         statuses: set[int] = set()
 
         @FUZZ
-        @given(extra=st.lists(st.tuples(header_names, header_values), max_size=6))
-        def check(extra: list[tuple[str, bytes]]) -> None:
-            headers = [(name.encode(), value) for name, value in extra]
-            answer = chat(served, VALID_BYTES, headers)
+        @given(
+            call=st.sampled_from(calls),
+            extra=st.lists(st.tuples(header_names, header_values), max_size=6),
+        )
+        def check(call: tuple[str, str, bytes], extra: list[tuple[str, bytes]]) -> None:
+            method, path, body = call
+            headers = [*served.bearer, *((name.encode(), value) for name, value in extra)]
+            answer = request(served.url, method, path, headers, body)
             statuses.add(answer.status)
             assert answer.status < 500, (extra, answer)
             if answer.status >= 400 and answer.body == b"":
