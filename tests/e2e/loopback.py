@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 import trio
@@ -69,21 +69,48 @@ GROQ_TABLE = (
 )
 
 
+# The native dialects' fakes (:func:`loopback_server` with ``natives=True``): catalog provider,
+# the fake's flavor, a model and a key.
+NATIVES: Final = (
+    ("google", "gemini", "gemini-2.5-flash", "AIza-loopback-1"),
+    ("cohere", "cohere", "command-a-03-2025", "co-loopback-1"),
+)
+
+
+def native_table(provider: str, model: str) -> str:
+    return (
+        f'[[providers.{provider}.models]]\nid = "{model}"\ncontext = 131072\n'
+        "tools = true\nvision = true\njson = true\n"
+    )
+
+
 @asynccontextmanager
 async def loopback_server(
-    data_dir: Path, *, reply_tokens: Callable[[ChatRequest], int | None] | None = None
+    data_dir: Path,
+    *,
+    reply_tokens: Callable[[ChatRequest], int | None] | None = None,
+    natives: bool = False,
 ) -> AsyncIterator[Served]:
     """freellm in front of one fake groq with one key (a model that takes tools, images and
     JSON mode), no caps anywhere: a fuzz run sends hundreds of requests. ``reply_tokens``
-    sizes the fake's replies (see :mod:`freellm.sim.fakes.replies`)."""
-    async with (
-        open_fake_provider(
-            "groq", keys=[GROQ_KEY], models={GROQ_MODEL: FakeCaps()}, reply_tokens=reply_tokens
-        ) as groq,
-        open_closed_port() as nowhere,
-    ):
-        config = loopback_config({"groq": groq}, nowhere, [f"groq/{GROQ_MODEL}"], GROQ_TABLE)
-        async with running_proxy(data_dir, config, {"groq": [GROQ_KEY]}) as proxy:
+    sizes the fake's replies (see :mod:`freellm.sim.fakes.replies`); ``natives`` adds a fake
+    Gemini and a fake Cohere (:data:`NATIVES`), each with a key, outside the chain."""
+    async with contextlib.AsyncExitStack() as stack:
+        groq = await stack.enter_async_context(
+            open_fake_provider(
+                "groq", keys=[GROQ_KEY], models={GROQ_MODEL: FakeCaps()}, reply_tokens=reply_tokens
+            )
+        )
+        nowhere = await stack.enter_async_context(open_closed_port())
+        fakes, tables, keys = {"groq": groq}, [GROQ_TABLE], {"groq": [GROQ_KEY]}
+        for provider, flavor, model, key in NATIVES if natives else ():
+            fakes[provider] = await stack.enter_async_context(
+                open_fake_provider(flavor, keys=[key], models={model: FakeCaps()})
+            )
+            tables.append(native_table(provider, model))
+            keys[provider] = [key]
+        config = loopback_config(fakes, nowhere, [f"groq/{GROQ_MODEL}"], "\n".join(tables))
+        async with running_proxy(data_dir, config, keys) as proxy:
             yield Served(proxy, groq)
 
 

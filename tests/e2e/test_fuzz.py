@@ -40,7 +40,7 @@ import trio
 from harness import CLIENT_GENERATORS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loopback import GROQ_MODEL, Served, loopback_server
+from loopback import GROQ_MODEL, NATIVES, Served, loopback_server
 from wire_client import Answer, connect, head, read_answer, request, trickle
 
 from freellm.web import server, v1
@@ -803,3 +803,125 @@ async def test_a_slow_reader_of_one_stream_does_not_slow_the_others(tmp_path: Pa
             while slow.outcome == "pending":  # noqa: ASYNC110 - another server's counters
                 await trio.sleep(0.01)
         assert slow.outcome == "ok"
+
+
+# --- Hypothesis: requests freellm takes, translated for Gemini and Cohere -----------------------
+
+short_text = st.text(max_size=30)
+content_parts = st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": short_text})
+    | st.fixed_dictionaries(
+        {
+            "type": st.just("image_url"),
+            "image_url": st.fixed_dictionaries(
+                {
+                    "url": st.sampled_from(
+                        ["data:image/png;base64,iVBORw0KGgo=", "data:image/png;base64,!!", "data:,"]
+                    )
+                    | short_text.filter(bool)
+                }
+            ),
+        }
+    )
+    | st.fixed_dictionaries({"type": short_text.filter(lambda t: t not in ("text", "image_url"))}),
+    max_size=3,
+)
+schemas = st.dictionaries(
+    st.sampled_from(["type", "properties", "required", "items", "enum", "anyOf", "$ref"])
+    | st.text(max_size=5),
+    json_values,
+    max_size=4,
+)
+tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": short_text,
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {"name": short_text, "arguments": short_text | st.just('{"city": "Oslo"}')}
+            ),
+        }
+    ),
+    max_size=2,
+)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["system", "developer", "user"]),
+            "content": short_text | content_parts,
+        }
+    )
+    | st.fixed_dictionaries(
+        {"role": st.just("assistant"), "content": st.none() | short_text | content_parts},
+        optional={"tool_calls": tool_calls},
+    )
+    | st.fixed_dictionaries(
+        {"role": st.sampled_from(["tool", "function"]), "content": short_text | content_parts},
+        optional={"tool_call_id": short_text, "name": short_text},
+    ),
+    min_size=1,
+    max_size=5,
+)
+translated_bodies = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from([f"{provider}/{model}" for provider, _, model, _ in NATIVES]),
+        "messages": messages,
+    },
+    optional={
+        "stream": st.booleans(),
+        "tools": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "type": st.just("function"),
+                    "function": st.fixed_dictionaries(
+                        {"name": short_text.filter(bool)},
+                        optional={"parameters": schemas, "description": short_text},
+                    ),
+                }
+            ),
+            max_size=2,
+        ),
+        "tool_choice": st.sampled_from(["none", "auto", "required"])
+        | st.fixed_dictionaries(
+            {"type": st.just("function"), "function": st.fixed_dictionaries({"name": short_text})}
+        ),
+        "response_format": st.sampled_from([{"type": "text"}, {"type": "json_object"}])
+        | st.fixed_dictionaries(
+            {
+                "type": st.just("json_schema"),
+                "json_schema": st.fixed_dictionaries(
+                    {"name": short_text}, optional={"schema": schemas, "strict": st.booleans()}
+                ),
+            }
+        ),
+        "max_tokens": st.integers(1, 10**7),
+        "temperature": st.floats(0, 2),
+        "top_p": st.floats(0, 1),
+        "stop": st.none() | short_text | st.lists(short_text, max_size=5),
+        "seed": st.integers(-(2**63), 2**63),
+        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+    },
+)
+
+
+async def test_requests_translated_for_gemini_and_cohere_never_get_a_5xx(tmp_path: Path) -> None:
+    """Bodies that pass freellm's checks but carry anything a client might (images that are
+    not images, tool calls without ids, schemas that are not schemas, stop sequences, seeds),
+    sent to a Gemini and a Cohere model: never a 5xx; what cannot be translated, or what the
+    provider refuses, is a 4xx in OpenAI's shape that says which field or why."""
+    async with loopback_server(tmp_path / "data", natives=True) as served:
+        statuses: set[int] = set()
+
+        @FUZZ
+        @given(body=translated_bodies)
+        def check(http: httpx.Client, body: dict[str, Any]) -> None:
+            answer = http.post("/v1/chat/completions", content=json.dumps(body))
+            statuses.add(answer.status_code)
+            assert answer.status_code < 500, (body, answer.text)
+            if answer.status_code >= 400:
+                error = refused(answer)
+                if error["code"] == "unsupported_parameter":
+                    assert error["param"], error
+
+        await in_thread(with_client, served, check)
+        assert {200, 400} <= statuses, statuses
