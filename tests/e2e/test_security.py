@@ -54,6 +54,8 @@ USER: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "hello from the security tests"}
 ]
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+# Plain routes outside /api and /v1 that answer a stranger 401 in OpenAI's shape, not a redirect.
+API_PATHS = ("/metrics", "/openapi.json")
 
 
 def models(provider: str, model: str) -> str:
@@ -169,7 +171,7 @@ async def test_every_route_of_the_app_refuses_requests_without_valid_credentials
             for headers in wrong:
                 answer = await http.request(route.method, route.path, headers=headers)
                 where = (route.method, route.path, headers)
-                if route.path.startswith(("/api/", "/v1/")) or route.path == "/metrics":
+                if route.path.startswith(("/api/", "/v1/")) or route.path in API_PATHS:
                     assert answer.status_code == 401, (*where, answer.status_code, answer.text)
                     if route.method != "HEAD":
                         assert answer.json()["error"]["code"] == "invalid_api_key", where
