@@ -65,7 +65,6 @@ def chat_schemas() -> dict[str, Schema]:
                 "function": obj(
                     {
                         "name": {"type": "string", "minLength": 1},
-                        "description": STRING,
                         "parameters": nullable({"type": "object"}),
                     },
                     "name",
@@ -157,6 +156,19 @@ def chat_schemas() -> dict[str, Schema]:
     }
 
 
+SECRET: Final[Schema] = {
+    "type": "string",
+    "maxLength": 4096,
+    "pattern": "^[ \t\r\n]*[!-~]+[ \t\r\n]*$",
+    "description": "Visible ASCII (spaces and line ends around it are stripped).",
+}
+LABEL: Final[Schema] = {
+    "type": "string",
+    "maxLength": 200,
+    "description": "One line of text: no control, separator or invisible format character.",
+}
+
+
 def api_schemas() -> dict[str, Schema]:
     """The dashboard's ``/api`` bodies (as :mod:`freellm.web.bodies` takes them: no other
     field, no other type) and answers."""
@@ -199,8 +211,8 @@ def api_schemas() -> dict[str, Schema]:
         "NewKey": obj(
             {
                 "provider": {"type": "string", "minLength": 1, "maxLength": 100},
-                "secret": {"type": "string", "minLength": 1, "maxLength": 4096},
-                "label": {"type": "string", "maxLength": 200},
+                "secret": SECRET,
+                "label": LABEL,
             },
             "provider",
             "secret",
@@ -209,8 +221,8 @@ def api_schemas() -> dict[str, Schema]:
         "KeyPatch": obj(
             {
                 "enabled": nullable(BOOLEAN),
-                "label": nullable({"type": "string", "maxLength": 200}),
-                "secret": nullable({"type": "string", "minLength": 1, "maxLength": 4096}),
+                "label": nullable(LABEL),
+                "secret": nullable(SECRET),
             },
             additionalProperties=False,
             description="At least one of the three, not null.",
