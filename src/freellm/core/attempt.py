@@ -44,7 +44,7 @@ from freellm.core.dialects.openai import StreamError, Usage
 from freellm.core.ledger import Slot, Ticket
 from freellm.core.outcome import Kind, Outcome, TransportError, classify, redact
 from freellm.core.signals import Ceiling, parse_ratelimit_headers
-from freellm.core.sse import Decoder, Event, EventTooLarge
+from freellm.core.sse import Decoder, EventTooLarge
 
 __all__ = [
     "DEFAULT_BOUNDS",
@@ -201,12 +201,7 @@ class Attempt:
         body = self._body
         if body is not None:
             return self._gather(body, data, now)
-        assert self._decoder is not None
-        try:
-            events = self._decoder.feed(data)
-        except EventTooLarge as exc:
-            return self._broken("data", str(exc))
-        return self._fold_events("data", events, now)
+        return self._fold_events("data", data, now)
 
     def end(self, *, now: float) -> Progress:
         """The answer's body ended cleanly (a cut is :meth:`fail`)."""
@@ -214,12 +209,7 @@ class Attempt:
         body = self._body
         if body is not None:
             return self._answered("end", bytes(body), now)
-        assert self._decoder is not None
-        try:
-            events = self._decoder.close()
-        except EventTooLarge as exc:
-            return self._broken("end", str(exc))
-        progress = self._fold_events("end", events, now)
+        progress = self._fold_events("end", None, now)
         if self.phase in FINAL:
             return progress
         ended = "without [DONE]" if self.phase is _S else "before its first chunk"
@@ -290,14 +280,25 @@ class Attempt:
         payload = wire.dumps(answer)
         return Progress(payload, self._ended(event, _D, Outcome(Kind.SUCCESS, status)).outcome)
 
-    def _fold_events(self, event: str, events: list[Event], now: float) -> Progress:
-        """Stream events folded into chunks for the client, and the end if they hold it."""
-        fold = self._fold
+    def _fold_events(self, event: str, data: bytes | None, now: float) -> Progress:
+        """The stream's bytes ``data`` (None: its end) folded into chunks for the client, and
+        the end if they hold it. The events at the start of a read that the fold passes on as
+        they are go in one step (:meth:`Fold.passthrough`); the decoder reads the rest."""
+        decoder, fold = self._decoder, self._fold
+        assert decoder is not None
         assert fold is not None
         pieces: list[bytes] = []
         try:
+            if data is None:
+                events = decoder.close()
+            else:
+                if decoder.between_events and len(data) <= self._bounds.max_event_bytes:
+                    data = data[fold.passthrough(data, pieces) :]
+                events = decoder.feed(data) if data else []
             for item in events:
                 pieces += fold.step(item)
+        except EventTooLarge as exc:
+            return self._broken(event, str(exc))
         except StreamError as exc:
             self._streaming(event, pieces)
             if self.phase is _S:

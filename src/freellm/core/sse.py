@@ -81,6 +81,11 @@ class Decoder:
         self._id: str | None = None
         self._too_large: int | None = None  # the size that broke the bound, once one did
 
+    @property
+    def between_events(self) -> bool:
+        """Whether nothing is held: the next byte fed starts a new event."""
+        return not self._buffer and not self._data and self._event is None
+
     def feed(self, chunk: bytes) -> list[Event]:
         """The events ``chunk`` completes, in order.
 

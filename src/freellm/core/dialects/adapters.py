@@ -45,6 +45,10 @@ class Fold(Protocol):
     mid-stream, ``ValueError`` for an event it cannot read. ``done`` once the stream ended well
     (the client has had ``data: [DONE]``). ``completion_tokens`` estimates what was streamed, for
     a stream that ends before the provider reports ``usage``.
+
+    :meth:`passthrough` may take the first events of a read in one step, the common case of a
+    stream, before they are decoded one by one: it appends their bytes for the client to ``out``
+    and returns how many bytes of ``data`` they were (0: none; the decoder reads the rest).
     """
 
     @property
@@ -55,6 +59,8 @@ class Fold(Protocol):
     def completion_tokens(self) -> int: ...
 
     def step(self, event: Event) -> list[bytes]: ...
+
+    def passthrough(self, data: bytes, out: list[bytes]) -> int: ...
 
 
 class Adapter(Protocol):

@@ -101,6 +101,13 @@ def _normalize_content(message: dict[str, Any], key: str) -> None:
 
 
 _STREAMED_TEXT: Final = re.compile(r'"(?:content|arguments)":\s*"((?:[^"\\]|\\.)*)"')
+_STREAMED_BYTES: Final = re.compile(_STREAMED_TEXT.pattern.encode())
+
+# A stream's first event, read whole by :meth:`StreamFold.step`: one "data: " line.
+_FIRST_EVENT: Final = re.compile(rb"data: ([^\n\r]*)\n\n")
+# What :meth:`StreamFold.step` does more with than pass on: an error, the usage, content to
+# bring to OpenAI's shape, the end; and a CR, which only the decoder reads right.
+_MARKERS: Final = (b'"error"', b'"usage"', b'"content":[', b"[DONE]", b"\r")
 
 
 class StreamError(Exception):
@@ -131,6 +138,52 @@ class StreamFold:
         """The estimate of what was streamed. Asked for only when a stream ends without usage,
         so the text is kept and estimated once, as a whole, then."""
         return estimate_text("".join(self._streamed))
+
+    def passthrough(self, data: bytes, out: list[bytes]) -> int:
+        """Take the events at the start of ``data`` that :meth:`step` would pass on unchanged,
+        all at once: append their bytes to ``out`` and return how many bytes of ``data`` they
+        were. The first chunk of the stream, which :meth:`step` reads whole, goes through it.
+
+        They are the run of events of one ``data: `` line each (no CR, valid UTF-8) up to the
+        first that holds a marker (an error, the usage, array content, ``[DONE]``): the client
+        gets the same bytes as from :meth:`step`, for a few searches over the whole read
+        instead of a decoded line, an event and a search per event.
+        """
+        start = 0
+        if not self.chunks:
+            first = _FIRST_EVENT.match(data)
+            if first is None:
+                return 0
+            out += self.step(Event(first.group(1).decode("utf-8", "replace")))
+            start = first.end()
+            if self.done or not self.chunks:  # the end, or not yet a chunk (a usage-only one)
+                return start
+        stop = len(data)  # the first marker, if any (searched for as bytes: fast in C)
+        for marker in _MARKERS:
+            found = data.find(marker, start, stop)
+            if found != -1:
+                stop = found
+        end = data.rfind(b"\n\n", start, stop) + 2  # the whole events before it
+        if end <= start:
+            return start
+        plain = data[start:end]
+        events = plain.count(b"\n\n")
+        # One "data: " line each: every line feed is half of an event's end, every event
+        # begins with the field.
+        if (
+            not plain.startswith(b"data: ")
+            or plain.count(b"\n") != 2 * events
+            or plain.count(b"\n\ndata: ") != events - 1
+        ):
+            return start
+        try:
+            plain.decode()
+        except UnicodeDecodeError:
+            return start  # step replaces what is not UTF-8; let it
+        self._streamed += [text.decode() for text in _STREAMED_BYTES.findall(plain)]
+        self.chunks += events
+        out.append(plain)
+        return end
 
     def step(self, event: Event) -> list[bytes]:
         """The bytes for the client of one event. Raises :class:`StreamError` for an error

@@ -229,6 +229,10 @@ class StreamFold:
             model=model, created=created, include_usage=client_wants_usage, id=fallback_id
         )
 
+    def passthrough(self, data: bytes, out: list[bytes]) -> int:
+        """None of a read: every event of this dialect is translated (:meth:`step`)."""
+        return 0
+
     def step(self, event: Event) -> list[bytes]:
         self.state, out = fold_event(self.state, event)
         failure = self.state.failure

@@ -132,6 +132,10 @@ class GeminiStreamFold:
         self.chunks = 0
         self.completion_tokens = 0  # estimated from what was streamed, for a stream cut short
 
+    def passthrough(self, data: bytes, out: list[bytes]) -> int:
+        """None of a read: every event of this dialect is translated (:meth:`step`)."""
+        return 0
+
     def step(self, event: Event) -> list[bytes]:
         if self.done or not event.data.strip() or event.done:
             return []
