@@ -169,7 +169,8 @@ async def test_a_chunked_body_is_decoded_and_the_connection_kept() -> None:
 
 async def test_chunks_that_arrive_together_are_one_piece_and_later_ones_their_own() -> None:
     # A stream sends one HTTP chunk per event; what one read brings is one piece for the
-    # caller (one write to its client), and what comes later is another.
+    # caller (one write to its client), and what comes later is another. The first chunk goes
+    # on alone, at once (the client's first token).
     later = trio.Event()
 
     async def handler(stream: trio.abc.Stream, n: int) -> None:
@@ -184,10 +185,10 @@ async def test_chunks_that_arrive_together_are_one_piece_and_later_ones_their_ow
         transport = H11Transport()
         waits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
         answer_ = await transport.send(b"GET", server.url + "/", [], b"", waits)
-        pieces = [await answer_.__anext__()]
+        pieces = [await answer_.__anext__(), await answer_.__anext__()]
         later.set()
         pieces += [piece async for piece in answer_]
-        assert pieces == [b"E0E1E2E3E4", b"F5"]
+        assert pieces == [b"E0", b"E1E2E3E4", b"F5"]
         assert transport.idle_connections() == 1  # read to its end: back in the pool
         await transport.aclose()
 
@@ -203,7 +204,8 @@ async def test_a_body_broken_after_good_chunks_gives_the_chunks_then_the_error()
         transport = H11Transport()
         waits = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
         answer_ = await transport.send(b"GET", server.url + "/", [], b"", waits)
-        assert await answer_.__anext__() == b"E0E1"
+        assert await answer_.__anext__() == b"E0"
+        assert await answer_.__anext__() == b"E1"
         with pytest.raises(httpx.RemoteProtocolError):
             await answer_.__anext__()
         assert transport.open_connections() == transport.idle_connections() == 0

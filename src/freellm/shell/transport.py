@@ -379,6 +379,7 @@ class Answer:
     back to the pool at the body's clean end; :meth:`aclose` before that closes it."""
 
     __slots__ = (
+        "_begun",
         "_connection",
         "_pending",
         "_pool",
@@ -403,6 +404,7 @@ class Answer:
         self._pool = pool
         self._connection: _Connection | None = connection
         self._pending: Any = None  # an event read past the body bytes last returned
+        self._begun = False  # whether body bytes were returned yet
         self._read_timeout = read_timeout
         self._request = request
         self.status: int = event.status_code
@@ -440,7 +442,9 @@ class Answer:
 
         A stream comes in many small HTTP chunks (one per event, most often), and one read
         often brings several: they are returned together, so that the bytes of one read are
-        one step for the caller (one write to its client, not one per chunk).
+        one step for the caller (one write to its client, not one per chunk). The body's first
+        chunk is the exception: it goes on alone, at once, since a client waits for its first
+        token (a stream that came in one read then costs two writes instead of one).
         """
         connection = self._connection
         if connection is None:
@@ -454,6 +458,9 @@ class Answer:
                     self._pending = None
                 kind = type(event)
                 if kind is h11.Data:
+                    if not self._begun:  # the first bytes go on alone: a client's first token
+                        self._begun = True
+                        return bytes(event.data)
                     return self._gather(connection.h11, event.data)
                 if kind is h11.EndOfMessage:
                     self._connection = None
