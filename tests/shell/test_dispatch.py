@@ -278,3 +278,19 @@ async def test_a_lone_surrogate_in_a_request_goes_upstream_escaped(
     reply = await h.complete(request)
     assert reply.status == 200
     assert json.loads(reply.body)["choices"][0]["message"]["content"] == half_emoji
+
+
+def test_request_ids_sort_in_the_order_of_time_and_keep_their_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import re
+    import time
+
+    from freellm.shell.dispatch import new_request_id
+
+    clock = iter(range(1_780_000_000_000_000_000, 1_780_000_100_000_000_000, 7_000_000))
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock))
+    ids = [new_request_id() for _ in range(200)]
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", request_id) for request_id in ids)
+    assert sorted(ids) == ids  # one every 7 ms: each sorts after the one before
+    assert len(set(ids)) == len(ids)

@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any, Final
 
 import trio
 
 from freellm.core import quotas as quotas_
 from freellm.core.wire import error_body
+from freellm.shell.dispatch import new_request_id
 from freellm.shell.runtime import Runtime
 from freellm.web.auth import Access, access
 from freellm.web.v1 import V1, Receive, Scope, Send, json_response
@@ -64,7 +64,7 @@ class Streams:
         if path == "/api/events":
             await self.events(receive, send)
         else:
-            await self.v1.chat(scope, receive, send, f"req_{uuid.uuid4().hex[:24]}")
+            await self.v1.chat(scope, receive, send, new_request_id())
 
     async def events(self, receive: Receive, send: Send) -> None:
         runtime = self.runtime

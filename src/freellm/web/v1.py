@@ -9,7 +9,6 @@ going away and cancels the request's scope, which cancels the upstream call at o
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Final
 
@@ -17,7 +16,7 @@ import trio
 
 from freellm.core.chat import BadRequest, inspect_request
 from freellm.core.wire import NotJSON, decode, error_body
-from freellm.shell.dispatch import Dispatcher, Headers
+from freellm.shell.dispatch import Dispatcher, Headers, new_request_id
 
 __all__ = ["V1", "json_response"]
 
@@ -68,7 +67,7 @@ class V1:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        request_id = f"req_{uuid.uuid4().hex[:24]}"
+        request_id = new_request_id()
         ids = [(b"x-request-id", request_id.encode())]
         if not self.authorized(scope["headers"]):
             body = error_body(
