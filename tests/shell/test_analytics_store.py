@@ -480,27 +480,3 @@ async def test_the_runtime_writes_the_time_to_first_token_in_milliseconds(tmp_pa
         await runtime.store.flush()
         written = await runtime.store.recent_requests()
     assert [(r.id, r.ttft_ms) for r in written] == [("req_1", None), ("req_0", 250.0)]
-
-
-def test_a_batch_past_sqlites_limit_on_variables_is_written_whole_in_several_statements(
-    tmp_path: Path,
-) -> None:
-    from freellm.shell.store.records import insert_logs
-
-    with closing(sqlite3.connect(tmp_path / "limits.db")) as connection:
-        migrate(connection, MIGRATIONS)
-        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 40)  # three request rows
-        batch = [
-            (
-                RequestRecord(f"r{n}", 1_780_000_000.0 + n, "auto", "g/m", 200, 5.0, 3, 4, 1,
-                              False, None, None, 2.0),
-                (AttemptRecord(1, "g", "m", "k", 200, "success", 5.0, 3, 4),),
-            )
-            for n in range(10)
-        ]  # fmt: skip
-        with connection:
-            insert_logs(connection, batch)
-        ids = [row[0] for row in connection.execute("SELECT id FROM requests ORDER BY at")]
-        assert ids == [f"r{n}" for n in range(10)]
-        assert connection.execute("SELECT count(*) FROM attempts").fetchone()[0] == 10
-        assert connection.execute("SELECT sum(count) FROM request_hours").fetchone()[0] == 10
