@@ -24,9 +24,9 @@ LISTEN_BACKLOG = 4096
 """Connections the kernel holds for us before we accept them (hypercorn's default is 100).
 
 A burst of clients connecting at once overflows a short queue, and the ones that overflow wait
-in SYN retransmits (1 s, then 2 s more...) before they are even accepted: 1,000 streams of
-about a second, all sent at once to the bench relay, ended 2.9-3.0 s after the first with 100
-and 1.1-1.2 s after with 4096. Linux caps the value at ``net.core.somaxconn``
+in SYN retransmits (1 s, then 2 s more...) before they are even accepted: 1,000 streams of 9.5 s
+opened at once through freellm ended 14-18 s after the first with 100, 11.4-11.6 s with 4096.
+Linux caps the value at ``net.core.somaxconn``
 (4096 here and on most current kernels)."""
 
 
