@@ -12,18 +12,15 @@ mapped to nothing, so that the browser never reaches out of the machine.
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import shutil
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import trio
-from harness import Proxy, config_text, running_proxy
+from harness import Proxy, config_text, in_thread, running_proxy
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
@@ -73,54 +70,32 @@ def models(provider: str, model: str) -> str:
 def served(data_dir: Path, keys: dict[str, list[str]] | None = None) -> Iterator[Served]:
     """freellm on 127.0.0.1:0 in front of fake groq and cerebras, in a thread; ``keys`` are
     stored before it starts (default: one valid key each)."""
-    handoff: queue.Queue[tuple[Served, trio.CancelScope] | BaseException] = queue.Queue()
 
-    async def run() -> None:
-        try:
-            async with (
-                open_fake_provider(
-                    "groq", keys=["gsk-1", "gsk-2"], models={GROQ_MODEL: FakeCaps()}
-                ) as groq,
-                open_fake_provider(
-                    "cerebras", keys=["csk-1"], models={CEREBRAS_MODEL: FakeCaps()}
-                ) as cerebras,
-            ):
-                fakes = {"groq": groq, "cerebras": cerebras}
-                config = config_text(
-                    fakes,
-                    {
-                        "groq": models("groq", GROQ_MODEL),
-                        "cerebras": models("cerebras", CEREBRAS_MODEL),
-                    },
-                    CHAIN,
-                )
-                stored = {"groq": ["gsk-1"], "cerebras": ["csk-1"]} if keys is None else keys
-                async with running_proxy(data_dir, config, stored) as proxy:
-                    scope = trio.CancelScope()
-                    handoff.put((Served(proxy, fakes, trio.lowlevel.current_trio_token()), scope))
-                    with scope:
-                        await trio.sleep_forever()
-        except BaseException as exc:
-            handoff.put(exc)
-            raise
+    @asynccontextmanager
+    async def open_() -> AsyncIterator[tuple[Proxy, dict[str, FakeProvider]]]:
+        async with (
+            open_fake_provider(
+                "groq", keys=["gsk-1", "gsk-2"], models={GROQ_MODEL: FakeCaps()}
+            ) as groq,
+            open_fake_provider(
+                "cerebras", keys=["csk-1"], models={CEREBRAS_MODEL: FakeCaps()}
+            ) as cerebras,
+        ):
+            fakes = {"groq": groq, "cerebras": cerebras}
+            config = config_text(
+                fakes,
+                {
+                    "groq": models("groq", GROQ_MODEL),
+                    "cerebras": models("cerebras", CEREBRAS_MODEL),
+                },
+                CHAIN,
+            )
+            stored = {"groq": ["gsk-1"], "cerebras": ["csk-1"]} if keys is None else keys
+            async with running_proxy(data_dir, config, stored) as proxy:
+                yield proxy, fakes
 
-    thread = threading.Thread(target=lambda: _quietly(run), name="freellm-server", daemon=True)
-    thread.start()
-    got = handoff.get(timeout=60)
-    if isinstance(got, BaseException):
-        raise got
-    server, scope = got
-    try:
-        yield server
-    finally:
-        trio.from_thread.run_sync(scope.cancel, trio_token=server.token)
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the server thread did not stop"
-
-
-def _quietly(run: Callable[[], Awaitable[None]]) -> None:
-    with contextlib.suppress(BaseException):  # already handed to the test
-        trio.run(run)
+    with in_thread(open_) as ((proxy, fakes), token):
+        yield Served(proxy, fakes, token)
 
 
 def log_in(page: Page, server: Served, key: str | None = None) -> None:

@@ -7,14 +7,17 @@ moves the proxy's and the fakes' clocks together (:class:`SharedClock`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pytest
@@ -27,6 +30,8 @@ from freellm.shell.store import open_store
 from freellm.shell.upstream import Timeouts
 from freellm.sim.fakes import FakeProvider
 from freellm.web.server import serve_runtime
+
+T = TypeVar("T")
 
 ENCRYPTION_KEY = "5e" * 32
 
@@ -172,3 +177,42 @@ async def run_llm_comply(proxy: Proxy) -> Conformance:
         passed=report["summary"]["passed"],
         total=report["summary"]["total"],
     )
+
+
+@contextmanager
+def in_thread(
+    open_: Callable[[], AbstractAsyncContextManager[T]],
+) -> Iterator[tuple[T, trio.lowlevel.TrioToken]]:
+    """``open_()``'s value, entered on a trio loop in a thread of its own, and that loop's token
+    (for ``trio.from_thread``): for blocking clients (a browser, a raw socket) that cannot run
+    on the test's own loop. The context is left, and the thread joined, on the way out."""
+    handoff: queue.Queue[tuple[T, trio.lowlevel.TrioToken, trio.CancelScope] | BaseException]
+    handoff = queue.Queue()
+
+    async def run() -> None:
+        try:
+            async with open_() as value:
+                scope = trio.CancelScope()
+                handoff.put((value, trio.lowlevel.current_trio_token(), scope))
+                with scope:
+                    await trio.sleep_forever()
+        except BaseException as exc:
+            handoff.put(exc)
+            raise
+
+    def quietly() -> None:
+        with contextlib.suppress(BaseException):  # already handed to the test
+            trio.run(run)
+
+    thread = threading.Thread(target=quietly, name="freellm-in-thread", daemon=True)
+    thread.start()
+    got = handoff.get(timeout=60)
+    if isinstance(got, BaseException):
+        raise got
+    value, token, scope = got
+    try:
+        yield value, token
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the server thread did not stop"

@@ -11,8 +11,6 @@ pytest integration), with :meth:`Threaded.call` to look at it from there.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 import trio
-from harness import Proxy, running_proxy
+from harness import Proxy, in_thread, running_proxy
 
 from freellm.shell.config import bundled_catalog
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_closed_port, open_fake_provider
@@ -135,32 +133,5 @@ class Threaded:
 @contextmanager
 def loopback_server_in_thread(data_dir: Path) -> Iterator[Threaded]:
     """:func:`loopback_server` on a trio loop in a thread of its own."""
-    handoff: queue.Queue[tuple[Threaded, trio.CancelScope] | BaseException] = queue.Queue()
-
-    async def run() -> None:
-        try:
-            async with loopback_server(data_dir) as served:
-                scope = trio.CancelScope()
-                handoff.put((Threaded(served, trio.lowlevel.current_trio_token()), scope))
-                with scope:
-                    await trio.sleep_forever()
-        except BaseException as exc:
-            handoff.put(exc)
-            raise
-
-    def quietly() -> None:
-        with contextlib.suppress(BaseException):  # already handed to the test
-            trio.run(run)
-
-    thread = threading.Thread(target=quietly, name="freellm-loopback", daemon=True)
-    thread.start()
-    got = handoff.get(timeout=60)
-    if isinstance(got, BaseException):
-        raise got
-    server, scope = got
-    try:
-        yield server
-    finally:
-        trio.from_thread.run_sync(scope.cancel, trio_token=server.token)
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the server thread did not stop"
+    with in_thread(lambda: loopback_server(data_dir)) as (served, token):
+        yield Threaded(served, token)
