@@ -126,10 +126,11 @@ async def test_an_unreadable_state_starts_afresh(
 ) -> None:
     async with open_store(tmp_path / "freellm.db") as store:
         await store.save_state(STATE_NAME, {"ledger": {"format": 99}, "running": True})
-        holder = StateHolder(RouterState(Topology(CATALOG)))
+        fresh = RouterState(Topology(CATALOG))
+        holder = StateHolder(fresh)
         with caplog.at_level(logging.WARNING, "freellm.persistence"):
             assert await restore(holder, store) is None
-    assert holder.version == 0
+    assert holder.state is fresh  # untouched
     assert "not readable" in caplog.text
 
 

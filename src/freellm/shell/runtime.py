@@ -98,10 +98,6 @@ class Runtime:
         status = "ready" if self.background.healthy else "degraded"
         return 200, {"status": status, "background": self.background.report()}
 
-    async def save_state(self) -> None:
-        """Save the ledger and sessions now (see :mod:`freellm.shell.persistence`)."""
-        await self.persistence.save()
-
     async def save_logouts(self) -> None:
         """Remember the sessions logged out before their time, across restarts."""
         await self.store.set_setting(REVOKED_SESSIONS_SETTING, self.logins.revoked or None)

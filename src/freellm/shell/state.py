@@ -18,15 +18,10 @@ Transition = Callable[[RouterState], RouterState]
 
 
 class StateHolder:
-    """Holds the current :class:`~freellm.core.router.RouterState`; :meth:`apply` replaces it.
-
-    ``version`` counts the transitions that changed it, for whoever wants to know whether the
-    state moved since they last looked (persistence).
-    """
+    """Holds the current :class:`~freellm.core.router.RouterState`; :meth:`apply` replaces it."""
 
     def __init__(self, state: RouterState) -> None:
         self._state = state
-        self.version = 0
 
     @property
     def state(self) -> RouterState:
@@ -35,8 +30,5 @@ class StateHolder:
     def apply(self, transition: Transition) -> RouterState:
         """Replace the state with ``transition(state)`` and return it. A transition that raises
         changes nothing."""
-        new = transition(self._state)
-        if new is not self._state:
-            self._state = new
-            self.version += 1
-        return new
+        self._state = transition(self._state)
+        return self._state
