@@ -14,6 +14,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from freellm.core.keys import MAX_LABEL, MAX_SECRET
 from freellm.core.wire import NotJSON, decode
 
 __all__ = [
@@ -28,8 +29,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-MAX_SECRET: Final = 4096
-MAX_LABEL: Final = 200
 MAX_CHAIN: Final = 500
 
 
