@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -238,3 +238,34 @@ def own_cpu_seconds() -> float:
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
     return total
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # The same way out as Ctrl-C: inside trio.run, trio's own SIGINT handler raises
+    # KeyboardInterrupt where it is safe; elsewhere Python's does.
+    signal.raise_signal(signal.SIGINT)
+
+
+def run_stopping_everything(
+    run: Callable[[contextlib.ExitStack], int], log: Callable[[str], None]
+) -> int:
+    """``run(stack)``, whose processes and files the stack stops and removes on the way out,
+    however it goes: 1 on a ``RuntimeError`` (logged), 130 on Ctrl-C or SIGTERM.
+
+    Ctrl-C and SIGTERM both leave through every ``finally`` (even where SIGINT was inherited
+    ignored, as in a background job of a script)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with contextlib.ExitStack() as stack:
+            return run(stack)
+    except RuntimeError as exc:
+        log(f"failed: {exc}")
+        return 1
+    except BaseException as exc:
+        # Ctrl-C arrives bare, or inside trio.run wrapped in the nursery's exception group.
+        rest = exc.split(KeyboardInterrupt)[1] if isinstance(exc, BaseExceptionGroup) else exc
+        if rest is not None and not isinstance(rest, KeyboardInterrupt):
+            raise
+        log("interrupted; stopped everything")
+        return 130

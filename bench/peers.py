@@ -66,6 +66,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,7 +77,15 @@ import _relay
 import proxy_bench as pb
 from _freellm import clean_environ, start_freellm, working_tree
 from _load import Connection, Endpoint, Generator, Measured, PythonLoad, Wrk
-from _procs import FLAVORS, Children, cpu_seconds, own_cpu_seconds, taskset, wait_for_output
+from _procs import (
+    FLAVORS,
+    Children,
+    cpu_seconds,
+    own_cpu_seconds,
+    run_stopping_everything,
+    taskset,
+    wait_for_output,
+)
 from _procs import http_request as plain_request
 from _report import RULE_FACTOR
 from _streams import open_streams, verdict
@@ -779,7 +788,9 @@ def _stop_strays(children: Children, keep: int) -> None:
             stop_system(System("", "", Endpoint("", "", "", ""), process.pid, process))
 
 
-def run(args: argparse.Namespace, stack: contextlib.ExitStack, log: Callable[[str], None]) -> int:
+def run(
+    args: argparse.Namespace, stack: contextlib.ExitStack, *, log: Callable[[str], None]
+) -> int:
     pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     tmp = Path(tempfile.mkdtemp(prefix="freellm-peers-"))
     stack.callback(shutil.rmtree, tmp, ignore_errors=True)
@@ -915,21 +926,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[peers] {message}", file=sys.stderr, flush=True)
 
-    # Ctrl-C and SIGTERM both leave through every `finally`, which stops every process started.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, pb._terminate)
-    try:
-        with contextlib.ExitStack() as stack:
-            return run(args, stack, log)
-    except RuntimeError as exc:
-        log(f"failed: {exc}")
-        return 1
-    except BaseException as exc:
-        rest = exc.split(KeyboardInterrupt)[1] if isinstance(exc, BaseExceptionGroup) else exc
-        if rest is not None and not isinstance(rest, KeyboardInterrupt):
-            raise
-        log("interrupted; stopped everything")
-        return 130
+    return run_stopping_everything(partial(run, args, log=log), log)
 
 
 if __name__ == "__main__":

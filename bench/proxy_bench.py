@@ -83,6 +83,7 @@ from _procs import (
     mib,
     own_cpu_seconds,
     proc_status_kib,
+    run_stopping_everything,
     serve_fake,
     taskset,
     wait_for_output,
@@ -370,13 +371,9 @@ def hold(
     signal.pause()
 
 
-def _terminate(signum: int, frame: object) -> None:
-    # The same way out as Ctrl-C: inside trio.run, trio's own SIGINT handler raises
-    # KeyboardInterrupt where it is safe; elsewhere Python's does.
-    signal.raise_signal(signal.SIGINT)
-
-
-def run(args: argparse.Namespace, stack: contextlib.ExitStack, log: Callable[[str], None]) -> int:
+def run(
+    args: argparse.Namespace, stack: contextlib.ExitStack, *, log: Callable[[str], None]
+) -> int:
     pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     tmp = Path(tempfile.mkdtemp(prefix="freellm-bench-"))
     stack.callback(shutil.rmtree, tmp, ignore_errors=True)
@@ -416,23 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[bench] {message}", file=sys.stderr, flush=True)
 
-    # Ctrl-C and SIGTERM both leave through every `finally` (even where SIGINT was inherited
-    # ignored, as in a background job of a script).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with contextlib.ExitStack() as stack:
-            return run(args, stack, log)
-    except RuntimeError as exc:
-        log(f"failed: {exc}")
-        return 1
-    except BaseException as exc:
-        # Ctrl-C arrives bare, or inside trio.run wrapped in the nursery's exception group.
-        rest = exc.split(KeyboardInterrupt)[1] if isinstance(exc, BaseExceptionGroup) else exc
-        if rest is not None and not isinstance(rest, KeyboardInterrupt):
-            raise
-        log("interrupted; stopped everything")
-        return 130
+    return run_stopping_everything(partial(run, args, log=log), log)
 
 
 if __name__ == "__main__":
