@@ -42,7 +42,7 @@ async function load() {
   document.getElementById("totals").replaceChildren(
     stat("Requests", fmt.num(t.requests)),
     stat("Success (requests)", fmt.pct(t.success_rate)),
-    stat("Success (attempts)", fmt.pct(t.attempt_success_rate), `${fmt.num(t.attempts)} attempts`),
+    stat("Success (attempts)", fmt.pct(t.attempt_success_rate), `${fmt.num(t.attempts)} ${t.attempts === 1 ? "attempt" : "attempts"}`),
     stat("Fallbacks", fmt.num(t.fallbacks)),
     stat("Tokens in", fmt.num(t.prompt_tokens)),
     stat("Tokens out", fmt.num(t.completion_tokens)),
