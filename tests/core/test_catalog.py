@@ -688,7 +688,10 @@ def expected_spec(entry: dict[str, Any]) -> ModelSpec:
         caps=Caps(**{name: entry[name] for name in ("rpm", "rpd", "tpm", "tpd", "concurrency")}),
         context=entry["context"],
         max_output=entry["max_output"],
-        **{name: bool(entry[name]) for name in _FLAGS},
+        tools=bool(entry["tools"]),
+        vision=bool(entry["vision"]),
+        json=bool(entry["json"]),
+        account=bool(entry["account"]),
     )
 
 

@@ -103,6 +103,7 @@ ALLOWED_TOP_LEVEL = frozenset(
         "datetime",
         "email",
         "enum",
+        "fnmatch",
         "hashlib",
         "immutables",
         "json",
@@ -114,6 +115,7 @@ ALLOWED_TOP_LEVEL = frozenset(
         "zoneinfo",
         # pure and harmless
         "abc",
+        "base64",
         "bisect",
         "dataclasses",
         "decimal",
@@ -124,6 +126,7 @@ ALLOWED_TOP_LEVEL = frozenset(
         "operator",
         "statistics",
         "string",
+        "struct",
         "textwrap",
         "unicodedata",
     }

@@ -19,6 +19,7 @@ Rules of an override, as DESIGN.md fixes them:
 from __future__ import annotations
 
 import enum
+import fnmatch
 import math
 import re
 import tomllib
@@ -32,6 +33,9 @@ import attrs
 from freellm.core.keys import header_problem
 
 __all__ = [
+    "AUTO",
+    "AUTO_PREFIX",
+    "EMBEDDINGS_CHAIN",
     "ROLLING",
     "AuthStyle",
     "Caps",
@@ -39,6 +43,7 @@ __all__ = [
     "ConfigError",
     "DashboardSettings",
     "Dialect",
+    "ModelKind",
     "ModelSpec",
     "PoolSettings",
     "ProviderSpec",
@@ -52,6 +57,13 @@ __all__ = [
 ]
 
 _E = TypeVar("_E", bound=enum.Enum)
+
+AUTO: Final = "auto"
+"""The model name that follows the fallback chain."""
+AUTO_PREFIX: Final = "auto:"
+"""``auto:NAME`` follows the named chain ``NAME`` (``[router.chains]``)."""
+EMBEDDINGS_CHAIN: Final = "embeddings"
+"""The named chain whose first model ``auto`` means for ``/v1/embeddings``."""
 
 ROLLING: Final = "rolling"
 """``daily_reset`` value for a rolling 24 h window (any other value names an IANA time zone)."""
@@ -74,6 +86,14 @@ class Dialect(enum.Enum):
     OPENAI = "openai"
     GEMINI = "gemini"
     COHERE = "cohere"
+
+
+class ModelKind(enum.Enum):
+    """What a model does: a chat model answers chat completions (and every door translated onto
+    them), an embedding model answers ``/v1/embeddings``. Routing never mixes the two."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
 
 
 class AuthStyle(enum.Enum):
@@ -114,7 +134,13 @@ class ModelSpec:
     """One model of one provider.
 
     ``account``: the caps count against the key across every ``account`` model of the provider
-    (OpenRouter's free tier is per key, all ``:free`` models together).
+    (OpenRouter's free tier is per key, all ``:free`` models together). ``reasoning``: the model
+    thinks on request (``reasoning_effort``; the adapters drop it for a model that cannot).
+
+    An embedding model (``kind``) has a ``context`` that is its input limit per text,
+    ``dimensions``, the size of its vectors, whether it gives shorter ones on request
+    (``custom_dimensions``, Matryoshka-trained models), and ``max_batch``, how many texts one call
+    may embed.
     """
 
     id: str
@@ -125,6 +151,11 @@ class ModelSpec:
     vision: bool = False
     json: bool = False
     account: bool = False
+    reasoning: bool = False
+    kind: ModelKind = ModelKind.CHAT
+    dimensions: int | None = None
+    custom_dimensions: bool = False
+    max_batch: int | None = None
 
 
 def _read_only_strings(mapping: Mapping[str, str]) -> Mapping[str, str]:
@@ -167,9 +198,23 @@ class Target:
         return f"{self.provider}/{self.model.id}"
 
 
+def _read_only_chains(mapping: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType(dict(mapping))
+
+
 @attrs.frozen
 class RouterSettings:
+    """``[router]``. ``chain`` is the one ``auto`` follows; ``chains`` are the named ones
+    (``auto:coding`` follows ``chains["coding"]``; ``chains["embeddings"]`` is where ``auto``
+    looks for an embedding model). ``aliases`` map model names a client may send (glob patterns,
+    first match wins) to what freellm routes them to: ``claude-*`` goes to ``auto`` unless the
+    config says otherwise, since no free tier serves Claude."""
+
     chain: tuple[str, ...] = ()
+    chains: Mapping[str, tuple[str, ...]] = attrs.field(
+        default=MappingProxyType({}), converter=_read_only_chains
+    )
+    aliases: tuple[tuple[str, str], ...] = (("claude-*", "auto"),)
     max_attempts: int = 20
     sticky_ttl_s: float = 1800.0
     max_sessions: int = 10_000
@@ -240,10 +285,15 @@ class Catalog:
     dashboard: DashboardSettings = DashboardSettings()
     pool: PoolSettings = PoolSettings()
     chain_targets: tuple[Target, ...] = attrs.field(init=False, eq=False)
+    chains: Mapping[str, tuple[Target, ...]] = attrs.field(init=False, eq=False)
     by_model: Mapping[str, tuple[Target, ...]] = attrs.field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        chain_targets = _chain_targets(self.providers, self.settings.chain)
+        chain_targets = _chain_targets(self.providers, self.settings.chain, "router.chain")
+        chains = {
+            name: _chain_targets(self.providers, entries, f"router.chains.{name}")
+            for name, entries in self.settings.chains.items()
+        }
         by_model: dict[str, list[Target]] = {}
         for target in chain_targets:
             by_model.setdefault(target.model.id, []).append(target)
@@ -254,8 +304,30 @@ class Catalog:
                 if target not in serving:
                     serving.append(target)
         object.__setattr__(self, "chain_targets", chain_targets)
+        object.__setattr__(self, "chains", MappingProxyType(chains))
         frozen = {model: tuple(targets) for model, targets in by_model.items()}
         object.__setattr__(self, "by_model", MappingProxyType(frozen))
+        for pattern, name in self.settings.aliases:
+            if not self._routable(name):
+                raise ConfigError(
+                    f"router.aliases.{pattern!r}",
+                    f"{name!r} is not auto, a named chain (auto:NAME) or a known model",
+                )
+
+    def alias(self, name: str) -> str:
+        """The model name a request's ``model`` routes as: the target of the first alias whose
+        pattern matches it, else ``name`` itself."""
+        for pattern, target in self.settings.aliases:
+            if fnmatch.fnmatchcase(name, pattern):
+                return target
+        return name
+
+    def _routable(self, name: str) -> bool:
+        if name == AUTO:
+            return True
+        if name.startswith(AUTO_PREFIX):
+            return name.removeprefix(AUTO_PREFIX) in self.chains
+        return bool(self.resolve(name))
 
     def target(self, provider: str, model: str) -> Target | None:
         spec = self.providers.get(provider)
@@ -286,11 +358,20 @@ _PROVIDER_KEYS: Final = frozenset(
     {"name", "base_url", "dialect", "auth", "daily_reset", "headers", "models"}
 )
 _MODEL_CAPS: Final = ("rpm", "rpd", "tpm", "tpd", "concurrency")
+_MODEL_FLAGS: Final = ("tools", "vision", "json", "account", "reasoning", "custom_dimensions")
 _MODEL_KEYS: Final = frozenset(
-    {"id", *_MODEL_CAPS, "context", "max_output", "tools", "vision", "json", "account"}
+    {"id", *_MODEL_CAPS, *_MODEL_FLAGS, "context", "max_output", "kind", "dimensions", "max_batch"}
 )
 _ROUTER_KEYS: Final = frozenset(
-    {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
+    {
+        "chain",
+        "chains",
+        "aliases",
+        "max_attempts",
+        "sticky_ttl_s",
+        "max_sessions",
+        "default_completion_tokens",
+    }
 )
 _TOP_KEYS: Final = frozenset(
     {"providers", "router", "store", "timeouts", "dashboard", "pool", "updated", "source"}
@@ -298,6 +379,7 @@ _TOP_KEYS: Final = frozenset(
 _TIMEOUT_KEYS: Final = {"connect_s": "connect", "first_byte_s": "first_byte", "idle_s": "idle",
                         "total_s": "total", "drain_s": "drain", "pool_s": "pool"}  # fmt: skip
 _PROVIDER_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_CHAIN_NAME: Final = _PROVIDER_ID
 
 
 def load_config_text(text: str, *, origin: str = "config") -> Mapping[str, Any]:
@@ -346,7 +428,7 @@ def with_chain(catalog: Catalog, chain: Sequence[str]) -> Catalog:
 
 
 def _chain_targets(
-    providers: Mapping[str, ProviderSpec], chain: tuple[str, ...]
+    providers: Mapping[str, ProviderSpec], chain: tuple[str, ...], path: str
 ) -> tuple[Target, ...]:
     targets = []
     seen: set[str] = set()
@@ -354,9 +436,9 @@ def _chain_targets(
         provider, sep, model = entry.partition("/")
         spec = providers.get(provider)
         if not sep or spec is None or model not in spec.models:
-            raise ConfigError(f"router.chain[{index}]", f"{entry!r} is not a known provider/model")
+            raise ConfigError(f"{path}[{index}]", f"{entry!r} is not a known provider/model")
         if entry in seen:
-            raise ConfigError(f"router.chain[{index}]", f"{entry!r} is listed twice")
+            raise ConfigError(f"{path}[{index}]", f"{entry!r} is listed twice")
         seen.add(entry)
         targets.append(Target(provider, spec.models[model]))
     return tuple(targets)
@@ -424,15 +506,24 @@ def _model(entry: object, path: str) -> ModelSpec:
         raise ConfigError(f"{path}.id", "required")
     model_id = _string(entry, path, "id")
     caps = Caps(**{name: _count(entry, path, name) for name in _MODEL_CAPS if name in entry})
+
+    def size(name: str, minimum: int = 0) -> int | None:
+        return _count(entry, path, name, minimum=minimum) if name in entry else None
+
     return ModelSpec(
         id=model_id,
         caps=caps,
-        context=_count(entry, path, "context") if "context" in entry else None,
-        max_output=_count(entry, path, "max_output") if "max_output" in entry else None,
+        context=size("context"),
+        max_output=size("max_output"),
         tools=_flag(entry, path, "tools"),
         vision=_flag(entry, path, "vision"),
         json=_flag(entry, path, "json"),
         account=_flag(entry, path, "account"),
+        reasoning=_flag(entry, path, "reasoning"),
+        kind=_enum(ModelKind, entry, path, "kind") if "kind" in entry else ModelKind.CHAT,
+        dimensions=size("dimensions", 1),
+        custom_dimensions=_flag(entry, path, "custom_dimensions"),
+        max_batch=size("max_batch", 1),
     )
 
 
@@ -441,10 +532,23 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
     _check_table(table, path, _ROUTER_KEYS)
     changes: dict[str, Any] = {}
     if "chain" in table:
-        chain = table["chain"]
-        if not isinstance(chain, list) or not all(isinstance(e, str) for e in chain):
-            raise ConfigError(f"{path}.chain", 'must be an array of "provider/model" strings')
-        changes["chain"] = tuple(chain)
+        changes["chain"] = _chain_entries(table["chain"], f"{path}.chain")
+    if "chains" in table:
+        chains = dict(base.chains)
+        for name, entries in _table(table, "chains", path).items():
+            where = f"{path}.chains.{name}"
+            if not _CHAIN_NAME.fullmatch(name):
+                raise ConfigError(where, "a chain name is lower-case letters, digits, '-' and '_'")
+            chains[name] = _chain_entries(entries, where)
+        changes["chains"] = chains
+    if "aliases" in table:
+        aliases: dict[str, str] = {}
+        for pattern, name in _table(table, "aliases", path).items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{path}.aliases.{pattern!r}", "must be a model name")
+            aliases[pattern] = name
+        kept = [(p, n) for p, n in base.aliases if p not in aliases]
+        changes["aliases"] = (*aliases.items(), *kept)
     for name in ("max_attempts", "max_sessions", "default_completion_tokens"):
         if name in table:
             changes[name] = _count(table, path, name, minimum=1)
@@ -454,6 +558,12 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
             raise ConfigError(f"{path}.sticky_ttl_s", f"must be a finite number >= 0, got {ttl!r}")
         changes["sticky_ttl_s"] = float(ttl)
     return attrs.evolve(base, **changes)
+
+
+def _chain_entries(chain: object, path: str) -> tuple[str, ...]:
+    if not isinstance(chain, list) or not all(isinstance(e, str) for e in chain):
+        raise ConfigError(path, 'must be an array of "provider/model" strings')
+    return tuple(chain)
 
 
 def _apply_store(base: StoreSettings, table: Mapping[str, Any]) -> StoreSettings:
@@ -502,10 +612,10 @@ def _apply_timeouts(base: Timeouts, table: Mapping[str, Any]) -> Timeouts:
 # --- field checks -------------------------------------------------------------------------------
 
 
-def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def _table(config: Mapping[str, Any], key: str, path: str = "") -> Mapping[str, Any]:
     value = config.get(key, {})
     if not isinstance(value, Mapping):
-        raise ConfigError(key, "must be a table")
+        raise ConfigError(f"{path}.{key}" if path else key, "must be a table")
     return value
 
 

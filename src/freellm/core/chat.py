@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import attrs
 
+from freellm.core.catalog import ModelKind
 from freellm.core.tokens import estimate_messages
 
 __all__ = ["BadRequest", "ChatShape", "inspect_request"]
@@ -45,6 +46,9 @@ class ChatShape:
     json: bool = False
     user: str | None = None
     session_id: str | None = None  # freellm's own field: names the session like X-Session-Id
+    # What the request asks of a model. An embeddings request (/v1/embeddings) has no messages:
+    # its prompt_tokens are its inputs', and only an embedding model serves it.
+    kind: ModelKind = ModelKind.CHAT
 
 
 def inspect_request(body: object) -> ChatShape | BadRequest:

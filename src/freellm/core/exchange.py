@@ -40,9 +40,11 @@ import attrs
 
 from freellm.core import router, wire
 from freellm.core.attempt import DEFAULT_BOUNDS, FINAL, Attempt, Bounds, Progress, ProtocolError
+from freellm.core.catalog import ModelKind
 from freellm.core.chat import ChatShape
 from freellm.core.dialects import Untranslatable
-from freellm.core.dialects.adapters import adapter_for
+from freellm.core.dialects.adapters import ADAPTERS
+from freellm.core.dialects.embeddings import EMBEDDING_ADAPTERS
 from freellm.core.dialects.openai import Usage
 from freellm.core.ledger import Refusal, Slot, Ticket
 from freellm.core.outcome import RULES, Blame, Failover, Kind, Outcome, TransportError
@@ -163,6 +165,7 @@ class Exchange:
             vision=shape.vision,
             json=shape.json,
             session=session,
+            kind=shape.kind,
         )
         self.started = now
         self.plan = router.plan(state, self.request, now=now)
@@ -201,7 +204,11 @@ class Exchange:
             self.plan.refused(slot, Refusal("key removed", None))
             return state
         provider = state.catalog.providers[slot.provider]
-        adapter = adapter_for(provider)
+        adapters = EMBEDDING_ADAPTERS if self.shape.kind is ModelKind.EMBEDDING else ADAPTERS
+        adapter = adapters.get(provider.dialect)
+        if adapter is None:
+            self.plan.cannot_serve(slot, f"no {provider.dialect.value} embeddings")
+            return state
         shape = self.shape
         outgoing = adapter.request(provider, slot, key.secret, self.body, stream=shape.stream)
         if isinstance(outgoing, Untranslatable):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Final
 
 import attrs
 
@@ -31,7 +30,7 @@ from freellm.core import health as health_
 from freellm.core import ledger as ledger_
 from freellm.core import outcome as outcome_
 from freellm.core import sessions as sessions_
-from freellm.core.catalog import Catalog, Target
+from freellm.core.catalog import AUTO, AUTO_PREFIX, EMBEDDINGS_CHAIN, Catalog, ModelKind, Target
 from freellm.core.ledger import Refusal, Slot, Ticket
 from freellm.core.signals import Ceiling
 
@@ -53,12 +52,11 @@ __all__ = [
     "record",
 ]
 
-AUTO: Final = "auto"
-
 
 @attrs.frozen
 class RouteRequest:
-    """What the router needs to know of a chat request."""
+    """What the router needs to know of a request: a chat completion (any door), or embeddings
+    (``kind``), which only an embedding model serves and which ask for no completion."""
 
     model: str
     prompt_tokens: int
@@ -67,6 +65,7 @@ class RouteRequest:
     vision: bool = False
     json: bool = False
     session: str | None = None
+    kind: ModelKind = ModelKind.CHAT
 
 
 @attrs.frozen
@@ -98,6 +97,7 @@ class Topology:
     keys: tuple[Key, ...] = attrs.field(default=(), converter=_sorted_keys)
     slots: Mapping[tuple[str, str], tuple[Slot, ...]] = attrs.field(init=False, eq=False)
     keyed_chain: tuple[Target, ...] = attrs.field(init=False, eq=False)
+    keyed_chains: Mapping[str, tuple[Target, ...]] = attrs.field(init=False, eq=False)
     _by_ref: Mapping[tuple[str, str], Key] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -110,10 +110,15 @@ class Topology:
                     Slot(provider_id, key_id, model, provider.daily_reset) for key_id in key_ids
                 )
         object.__setattr__(self, "slots", MappingProxyType(slots))
+
         # The chain's targets that some key can serve: a request walks only these (most users
         # have keys for a few providers of a long chain).
-        keyed = tuple(t for t in self.catalog.chain_targets if slots.get((t.provider, t.model.id)))
-        object.__setattr__(self, "keyed_chain", keyed)
+        def keyed(chain: tuple[Target, ...]) -> tuple[Target, ...]:
+            return tuple(t for t in chain if slots.get((t.provider, t.model.id)))
+
+        object.__setattr__(self, "keyed_chain", keyed(self.catalog.chain_targets))
+        chains = {name: keyed(chain) for name, chain in self.catalog.chains.items()}
+        object.__setattr__(self, "keyed_chains", MappingProxyType(chains))
         object.__setattr__(self, "_by_ref", MappingProxyType(by_ref))
 
     def key(self, provider: str, key_id: str) -> Key | None:
@@ -160,6 +165,8 @@ class Admitted:
 
 
 def completion_budget(state: RouterState, request: RouteRequest) -> int:
+    if request.kind is ModelKind.EMBEDDING:
+        return 0
     if request.max_tokens is not None:
         return request.max_tokens
     return state.catalog.settings.default_completion_tokens
@@ -268,10 +275,22 @@ class Plan:
         catalog = self._state.catalog
         request = self._request
         topology = self._state.topology
-        if request.model == AUTO:
+        name = catalog.alias(request.model)
+        embedding = request.kind is ModelKind.EMBEDDING
+        targets: tuple[Target, ...]
+        if name == AUTO and not embedding:
             targets = topology.keyed_chain
+        elif name == AUTO or name.startswith(AUTO_PREFIX):
+            chain_name = EMBEDDINGS_CHAIN if name == AUTO else name.removeprefix(AUTO_PREFIX)
+            chain = topology.keyed_chains.get(chain_name)
+            if chain is None:
+                self.unknown_model = True
+                return ()
+            targets = chain
+            if embedding:
+                targets = self._one_model(chain)
         else:
-            named = catalog.resolve(request.model)
+            named = catalog.resolve(name)
             if not named:
                 self.unknown_model = True
                 return ()
@@ -290,6 +309,23 @@ class Plan:
                 if target.provider == binding.provider and target.model.id == binding.model:
                     return (target, *targets[:index], *targets[index + 1 :])
         return targets
+
+    def _one_model(self, chain: tuple[Target, ...]) -> tuple[Target, ...]:
+        """The targets of the first embedding model of ``chain`` (keyed ones only): vectors of
+        two models do not mix, so ``auto`` for embeddings means one model, on any key of any
+        provider that serves it, chain order first."""
+        first = next((t for t in chain if t.model.kind is ModelKind.EMBEDDING), None)
+        if first is None:
+            return ()
+        model_id = first.model.id
+        slots = self._state.topology.slots
+        serving = [t for t in chain if t.model.id == model_id]
+        serving += [
+            t
+            for t in self._state.catalog.by_model.get(model_id, ())
+            if t not in serving and slots.get((t.provider, t.model.id))
+        ]
+        return tuple(serving)
 
     def _rank(self, target: Target) -> list[Slot]:
         """The keys of ``target`` that pass every filter, best last (for ``pop``)."""
@@ -329,6 +365,8 @@ class Plan:
     def _unfit(self, target: Target) -> str | None:
         model = target.model
         request = self._request
+        if model.kind is not request.kind:
+            return f"not a {request.kind.value} model"
         if request.tools and not model.tools:
             return "no tool calling"
         if request.vision and not model.vision:

@@ -44,6 +44,7 @@ import httpx
 import trio
 
 from freellm.core.attempt import DEFAULT_BOUNDS, FINAL, Attempt, Bounds, Phase
+from freellm.core.catalog import ModelKind
 from freellm.core.chat import ChatShape
 from freellm.core.dialects.openai import Usage
 from freellm.core.exchange import Effect, Exchange, Send, Start
@@ -157,12 +158,16 @@ class Dispatcher:
     ) -> None:
         """Answer one chat completion request, JSON or stream, success or error, to ``client``."""
         began = trio.current_time()
+        if shape.kind is ModelKind.CHAT:
+            session = session_key(session_header or shape.session_id, shape.user, shape.messages)
+        else:
+            session = None  # embeddings keep no conversation
         ex = Exchange(
             self.holder.state,
             shape,
             body,
             id=request_id or new_request_id(),
-            session=session_key(session_header or shape.session_id, shape.user, shape.messages),
+            session=session,
             now=self.clock(),
             bounds=self.bounds,
         )
