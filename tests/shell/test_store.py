@@ -27,7 +27,7 @@ from freellm.shell.store import (
     open_store,
 )
 
-TABLES = {"keys", "chain", "settings", "requests", "attempts", "state"}
+TABLES = {"keys", "chain", "settings", "requests", "attempts", "state", "responses"}
 ROLLUPS = {"request_hours", "attempt_hours", "latency_days"}
 VAULT = Vault(bytes(range(32)))
 
@@ -550,6 +550,71 @@ async def test_pruning_removes_old_requests_with_their_attempts(db: Path) -> Non
         assert [r.id for r in await store.recent_requests()] == ["req-4", "req-3", "req-2"]
         assert await store.attempts_of("req-0") == []
     assert count(db, "attempts") == 6  # foreign keys on: the cascade ran
+
+
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "user", "content": "Wie spät ist es? \ud83d"},  # a lone surrogate passes too
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+]
+
+
+async def test_a_stored_response_reads_back_as_it_was_put(db: Path) -> None:
+    response = {"id": "resp_1", "object": "response", "output": [], "metadata": {"k": "ü"}}
+    async with open_store(db) as store:
+        assert await store.get_response("resp_1") is None
+        await store.put_response("resp_1", 1000.5, response, CONVERSATION)
+        stored = await store.get_response("resp_1")
+    assert stored is not None
+    assert (stored.id, stored.created_at) == ("resp_1", 1000.5)
+    assert stored.response == response
+    assert stored.conversation == CONVERSATION
+    assert "Wie" not in repr(stored)  # user content stays out of logs and tracebacks
+
+
+async def test_a_response_put_again_replaces_the_first(db: Path) -> None:
+    async with open_store(db) as store:
+        await store.put_response("resp_1", 1000.0, {"n": 1}, [])
+        await store.put_response("resp_1", 1001.0, {"n": 2}, CONVERSATION)
+        stored = await store.get_response("resp_1")
+    assert stored is not None
+    assert (stored.created_at, stored.response, stored.conversation) == (
+        1001.0,
+        {"n": 2},
+        CONVERSATION,
+    )
+    assert count(db, "responses") == 1
+
+
+async def test_deleting_a_response_forgets_it_and_says_whether_there_was_one(db: Path) -> None:
+    async with open_store(db) as store:
+        await store.put_response("resp_1", 1000.0, {}, [])
+        await store.put_response("resp_2", 1000.0, {}, [])
+        assert await store.delete_response("resp_1") is True
+        assert await store.delete_response("resp_1") is False
+        assert await store.get_response("resp_1") is None
+        assert await store.get_response("resp_2") is not None
+
+
+async def test_responses_are_pruned_with_the_request_log(db: Path) -> None:
+    async with open_store(db) as store:
+        for i in range(4):
+            await store.put_response(f"resp_{i}", 1000.0 + i, {"i": i}, [])
+        await store.prune_requests(before=1002.0)
+        assert [await store.get_response(f"resp_{i}") is None for i in range(4)] == [
+            True,
+            True,
+            False,
+            False,
+        ]
+
+
+async def test_stored_responses_outlive_a_restart(db: Path) -> None:
+    async with open_store(db) as store:
+        await store.put_response("resp_1", 1000.0, {"id": "resp_1"}, CONVERSATION)
+    async with open_store(db) as store:
+        stored = await store.get_response("resp_1")
+    assert stored is not None
+    assert stored.conversation == CONVERSATION
 
 
 async def test_a_closed_store_refuses_every_call(db: Path) -> None:

@@ -28,6 +28,7 @@ from freellm.shell.store.records import (
     KeyRecord,
     Pending,
     RequestRecord,
+    StoredResponse,
     attempt_record,
     insert_logs,
     key_record,
@@ -445,6 +446,51 @@ class Store:
         """Delete requests that arrived before ``before`` (and their attempts), keeping the
         rollups equal to the log; how many."""
         return await self._write(lambda connection: prune_logs(connection, before))
+
+    # -- stored responses (the Responses door) --
+
+    async def put_response(
+        self,
+        id: str,
+        created_at: float,
+        response: Mapping[str, Any],
+        conversation: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Store (or replace) a response and the conversation it ends, for
+        ``previous_response_id`` and ``GET /v1/responses/{id}``; pruned with the request log.
+
+        JSON encoding happens in the worker thread: the values must not be mutated until this
+        returns. Raises ``TypeError`` or ``ValueError`` when they do not encode as JSON.
+        """
+
+        def upsert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO responses (id, created_at, response, conversation)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " created_at = excluded.created_at, response = excluded.response,"
+                " conversation = excluded.conversation",
+                (id, created_at, _to_json(response), _to_json(conversation)),
+            )
+
+        await self._write(upsert)
+
+    async def get_response(self, id: str) -> StoredResponse | None:
+        """The response stored under ``id``, or ``None``."""
+
+        def select(connection: sqlite3.Connection) -> StoredResponse | None:
+            row = connection.execute(
+                "SELECT id, created_at, response, conversation FROM responses WHERE id = ?",
+                (id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return StoredResponse(row[0], row[1], json.loads(row[2]), json.loads(row[3]))
+
+        return await self._read(select)
+
+    async def delete_response(self, id: str) -> bool:
+        """Forget the response stored under ``id``; whether there was one."""
+        return await self._change("DELETE FROM responses WHERE id = ?", (id,))
 
     # -- closing --
 

@@ -82,6 +82,18 @@ class AttemptRecord:
     completion_tokens: int | None
 
 
+@attrs.frozen
+class StoredResponse:
+    """A response of the Responses door, kept for ``previous_response_id`` and ``GET``:
+    ``response`` is the response object as the client got it, ``conversation`` the chat messages
+    it ends (its input and its output). Both are the user's content: never log them."""
+
+    id: str  # resp_...
+    created_at: float  # epoch seconds; pruned with the request log
+    response: dict[str, Any] = attrs.field(repr=False)
+    conversation: list[dict[str, Any]] = attrs.field(repr=False)
+
+
 KEY_COLUMNS: Final = (
     "id, provider, label, enabled, created_at, health, last_check, last_error, secret, health_since"
 )
@@ -190,6 +202,7 @@ def prune_logs(connection: sqlite3.Connection, before: float) -> int:
     the rollups equal to what is left: those of the periods emptied go, the period that
     ``before`` cuts in two is grouped again from its rows left. How many requests went."""
     deleted: int = connection.execute("DELETE FROM requests WHERE at < ?", (before,)).rowcount
+    connection.execute("DELETE FROM responses WHERE created_at < ?", (before,))
     hour = int(before // HOUR_S)
     day = int(before // DAY_S)
     connection.execute("DELETE FROM request_hours WHERE hour <= ?", (hour,))

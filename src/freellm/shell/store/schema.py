@@ -241,5 +241,31 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         *hour_rollups("1", "1"),
         *day_rollups("1", "1"),
     ),
+    # 5: stored responses of the Responses door (POST /v1/responses, previous_response_id):
+    # the response object and the conversation it ends, as JSON; pruned with the request log.
+    (
+        """
+        CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            response TEXT NOT NULL,
+            conversation TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX responses_created_at ON responses (created_at)",
+    ),
+    # 6: named chains ([router.chains], model "auto:NAME") set on the dashboard or the command
+    # line; the chain `auto` follows stays in `chain`.
+    (
+        """
+        CREATE TABLE chains (
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            entry TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (name, position)
+        )
+        """,
+    ),
 )
 """Migration ``i`` (0-based) takes the schema from version ``i`` to ``i + 1``. Append only."""
