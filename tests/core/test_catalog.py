@@ -196,10 +196,13 @@ def test_every_bundled_chain_entry_resolves_to_its_own_target() -> None:
         assert target.name == entry
 
 
-def test_bundled_chain_lists_every_model_exactly_once() -> None:
+def test_bundled_chain_lists_every_chat_model_exactly_once() -> None:
     catalog = bundled()
     every_model = [
-        f"{pid}/{model}" for pid, spec in catalog.providers.items() for model in spec.models
+        f"{pid}/{model}"
+        for pid, spec in catalog.providers.items()
+        for model, model_spec in spec.models.items()
+        if model_spec.kind.value == "chat"  # embedding models are the embeddings chain's
     ]
     assert Counter(catalog.settings.chain) == Counter(every_model)
 
