@@ -27,7 +27,7 @@ from dotenv import load_dotenv
 
 from freellm import __version__
 from freellm.core import health as health_
-from freellm.core.catalog import Catalog, ConfigError, with_chain
+from freellm.core.catalog import AUTO, CHAIN_NAME, Catalog, ConfigError, with_chain
 from freellm.core.keys import Refused, clean_label, clean_secret
 from freellm.shell.config import load_catalog
 from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING, health_of
@@ -112,9 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     chain = commands.add_parser("chain", help="the fallback chain").add_subparsers(
         dest="action", required=True
     )
-    chain.add_parser("show", parents=[common], help="print the chain `auto` follows")
+    chain_show = chain.add_parser(
+        "show", parents=[common], help="print the chain `auto` (or `auto:NAME`) follows"
+    )
     chain_set = chain.add_parser("set", parents=[common], help="replace the chain")
     chain_set.add_argument("entries", nargs="+", metavar="PROVIDER/MODEL")
+    for command in (chain_show, chain_set):
+        command.add_argument(
+            "--name", default=None, help="a named chain ([router.chains]), for `auto:NAME`"
+        )
 
     replay = commands.add_parser(
         "replay", parents=[common], help="replay recorded traffic: what do these keys give?"
@@ -517,8 +523,14 @@ async def keys_edit(args: argparse.Namespace) -> int:
 
 async def chain_show(args: argparse.Namespace) -> int:
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
-        catalog = with_chain(catalog, await store.get_chain() or ())
-        for index, target in enumerate(catalog.chain_targets, 1):
+        name = _chain_name(args.name)
+        catalog = with_chain(catalog, await store.get_chain(name) or (), name)
+        targets = catalog.chain_targets if name is None else catalog.chains.get(name)
+        if targets is None:
+            known = ", ".join(sorted(catalog.chains)) or "none"
+            print(f"no chain is named {name!r} (named chains: {known})", file=sys.stderr)
+            return 1
+        for index, target in enumerate(targets, 1):
             print(f"{index:2}. {target.name}")
         return 0
 
@@ -527,12 +539,23 @@ async def chain_show(args: argparse.Namespace) -> int:
 
 async def chain_set(args: argparse.Namespace) -> int:
     async def work(store: Any, vault: Vault, catalog: Catalog) -> int:
-        with_chain(catalog, args.entries)  # raises ConfigError for an unknown entry
-        await store.set_chain(list(args.entries))
+        name = _chain_name(args.name)
+        with_chain(catalog, args.entries, name)  # raises ConfigError for an unknown entry
+        await store.set_chain(list(args.entries), name)
         print(f"chain set: {len(args.entries)} entries (a running server uses it within 2 s)")
         return 0
 
     return await _with_store(args, work)
+
+
+def _chain_name(name: str | None) -> str | None:
+    """``--name``: ``None`` (and ``auto``) is the chain ``auto`` follows. Raises
+    :class:`ConfigError` for a name no chain may have."""
+    if name is None or name == AUTO:
+        return None
+    if not CHAIN_NAME.fullmatch(name):
+        raise ConfigError("--name", "a chain name is lower-case letters, digits, '-' and '_'")
+    return name
 
 
 # --- replay ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from freellm.core.keys import header_problem
 __all__ = [
     "AUTO",
     "AUTO_PREFIX",
+    "CHAIN_NAME",
     "EMBEDDINGS_CHAIN",
     "ROLLING",
     "AuthStyle",
@@ -379,7 +380,8 @@ _TOP_KEYS: Final = frozenset(
 _TIMEOUT_KEYS: Final = {"connect_s": "connect", "first_byte_s": "first_byte", "idle_s": "idle",
                         "total_s": "total", "drain_s": "drain", "pool_s": "pool"}  # fmt: skip
 _PROVIDER_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_CHAIN_NAME: Final = _PROVIDER_ID
+CHAIN_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""What a named chain may be called: it goes into a model name (``auto:NAME``)."""
 
 
 def load_config_text(text: str, *, origin: str = "config") -> Mapping[str, Any]:
@@ -418,13 +420,15 @@ def apply_config(catalog: Catalog, config: Mapping[str, Any]) -> Catalog:
     )
 
 
-def with_chain(catalog: Catalog, chain: Sequence[str]) -> Catalog:
-    """``catalog`` with the fallback chain ``chain`` (``provider/model`` entries); an empty one
-    keeps the catalog's own. Raises :class:`ConfigError` for an entry that names no known
-    provider/model, or names one twice."""
+def with_chain(catalog: Catalog, chain: Sequence[str], name: str | None = None) -> Catalog:
+    """``catalog`` with the chain ``name`` (``None``: the one ``auto`` follows) set to
+    ``chain`` (``provider/model`` entries); an empty one keeps the catalog's own. Raises
+    :class:`ConfigError` for an entry that names no known provider/model, or names one twice."""
     if not chain:
         return catalog
-    return apply_config(catalog, {"router": {"chain": list(chain)}})
+    if name is None:
+        return apply_config(catalog, {"router": {"chain": list(chain)}})
+    return apply_config(catalog, {"router": {"chains": {name: list(chain)}}})
 
 
 def _chain_targets(
@@ -537,8 +541,12 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
         chains = dict(base.chains)
         for name, entries in _table(table, "chains", path).items():
             where = f"{path}.chains.{name}"
-            if not _CHAIN_NAME.fullmatch(name):
-                raise ConfigError(where, "a chain name is lower-case letters, digits, '-' and '_'")
+            if name == AUTO:
+                raise ConfigError(where, "auto's chain is router.chain")
+            if not CHAIN_NAME.fullmatch(name):
+                raise ConfigError(
+                    where, "a chain name is lower-case letters, digits, '-' and '_' (64 at most)"
+                )
             chains[name] = _chain_entries(entries, where)
         changes["chains"] = chains
     if "aliases" in table:

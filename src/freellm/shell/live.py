@@ -77,7 +77,7 @@ class LiveSettings:
         # key id: the sealed bytes that did not open, or opened to a secret that cannot be sent
         self._unopenable: dict[str, bytes] = {}
         self._seen: dict[str, tuple[str, health_.KeyHealth]] = {}  # id: (provider, as stored)
-        self._bad_chain: tuple[str, ...] | None = None
+        self._bad_chains: dict[str | None, tuple[str, ...]] = {}
 
     async def refresh(self) -> bool:
         """Reload if another process changed the store since the last look; whether it did."""
@@ -96,6 +96,7 @@ class LiveSettings:
         version = await self.store.data_version()
         records = await self.store.list_keys()
         chain = await self.store.get_chain()
+        named = await self.store.get_named_chains()
         blob = await self.store.get_setting(UNIFIED_KEY_SETTING)
         if blob == self._unified_blob:
             blob = None  # unchanged: nothing to open
@@ -112,7 +113,7 @@ class LiveSettings:
         for record in records:
             if record.id in replaced:  # a new secret is a new key to health: it starts over
                 changed[record.provider, record.id] = None
-        topology = Topology(self._with_chain(chain), keys)
+        topology = Topology(self._with_chains(chain, named), keys)
         self.holder.apply(partial(router.reconfigure, topology=topology, health=changed))
         self._version = version
 
@@ -223,13 +224,23 @@ class LiveSettings:
             changed[provider, key_id] = None
         return changed
 
-    def _with_chain(self, chain: list[str] | None) -> Catalog:
-        """The config's catalog with the chain set in the store, if any and still valid."""
-        entries = tuple(chain or ())
+    def _with_chains(
+        self, chain: list[str] | None, named: dict[str, list[tuple[str, bool]]]
+    ) -> Catalog:
+        """The config's catalog with the chains set in the store, each if still valid: a named
+        chain that names a model the config no longer has is left out, not the others."""
+        catalog = self._with_chain(self.catalog, None, tuple(chain or ()))
+        for name, entries in named.items():
+            enabled = tuple(entry for entry, on in entries if on)
+            catalog = self._with_chain(catalog, name, enabled)
+        return catalog
+
+    def _with_chain(self, catalog: Catalog, name: str | None, entries: tuple[str, ...]) -> Catalog:
         try:
-            return with_chain(self.catalog, entries)
+            return with_chain(catalog, entries, name)
         except ConfigError as exc:
-            if entries != self._bad_chain:  # say it once, not every second
-                logger.warning("the stored chain is not valid with this config (%s)", exc)
-                self._bad_chain = entries
-            return self.catalog
+            if entries != self._bad_chains.get(name):  # say it once, not every second
+                which = "chain" if name is None else f"chain {name!r}"
+                logger.warning("the stored %s is not valid with this config (%s)", which, exc)
+                self._bad_chains[name] = entries
+            return catalog

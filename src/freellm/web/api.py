@@ -17,7 +17,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from freellm.core import quotas as quotas_
-from freellm.core.catalog import ConfigError, with_chain
+from freellm.core.catalog import AUTO, CHAIN_NAME, ConfigError, ModelKind, with_chain
 from freellm.core.keys import Refused, clean_label, clean_secret
 from freellm.core.presets import PRESETS, preset
 from freellm.core.router import Key
@@ -177,19 +177,23 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
 
     @quart.get("/api/chain")
     async def chain() -> Response:
-        return _json(await _chain_data(runtime))
+        name = _chain_name(request.args.get("name"))
+        if isinstance(name, Response):
+            return name
+        return _json(await _chain_data(runtime, name))
 
     @quart.put("/api/chain")
     async def set_chain() -> Response:
         body = parse(await _body(), ChainBody)
         if isinstance(body, BadBody):
             return _bad(body)
+        name = None if body.name in (None, AUTO) else body.name
         catalog = runtime.holder.state.catalog
         seen: set[str] = set()
+        kinds: set[ModelKind] = set()
         for n, entry in enumerate(body.entries):
-            provider_id, _, model_id = entry.target.partition("/")
-            provider = catalog.providers.get(provider_id)
-            if provider is None or model_id not in provider.models:
+            target = catalog.target(*entry.target.split("/", 1))
+            if target is None:
                 return error_response(
                     400,
                     f"`{entry.target}` is not a model of the catalog.",
@@ -200,18 +204,41 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
                     400, f"`{entry.target}` is in the chain twice.", param=f"entries[{n}].target"
                 )
             seen.add(entry.target)
+            kinds.add(target.model.kind)
+            if len(kinds) > 1:
+                return error_response(
+                    400,
+                    "A chain holds chat models or embedding models, not both: "
+                    f"`{entry.target}` is not like the entries before it.",
+                    param=f"entries[{n}].target",
+                )
         enabled = [entry.target for entry in body.entries if entry.enabled]
         if not enabled:
             return error_response(
                 400, "Keep at least one entry of the chain enabled.", param="entries"
             )
         try:
-            with_chain(settings.catalog, enabled)
+            with_chain(settings.catalog, enabled, name)
         except ConfigError as exc:
             return error_response(400, str(exc), param="entries")
-        await store.set_chain([(entry.target, entry.enabled) for entry in body.entries])
+        await store.set_chain([(entry.target, entry.enabled) for entry in body.entries], name)
         await settings.load()
-        return _json(await _chain_data(runtime))
+        return _json(await _chain_data(runtime, name))
+
+    @quart.delete("/api/chain")
+    async def delete_chain() -> Response:
+        """Forget the stored chain ``name``: a chain of the config file goes back to what the
+        file says, one made on the dashboard is gone."""
+        name = _chain_name(request.args.get("name"))
+        if isinstance(name, Response):
+            return name
+        if name is None:
+            return error_response(
+                400, "The chain `auto` follows cannot be removed; set it instead.", param="name"
+            )
+        await store.set_chain(None, name)
+        await settings.load()
+        return _json(await _chain_data(runtime, None))
 
     @quart.get("/api/catalog")
     async def catalog() -> Response:
@@ -400,23 +427,41 @@ def _model_data(provider: str, model: Any) -> dict[str, Any]:
         "tools": model.tools,
         "vision": model.vision,
         "json": model.json,
+        "reasoning": model.reasoning,
+        "kind": model.kind.value,
+        "dimensions": model.dimensions,
     }
 
 
-async def _chain_entries(runtime: Runtime) -> tuple[list[tuple[str, bool]], str]:
-    """The chain with its switched-off entries, and where it comes from: the store's if the
-    user set one (``dashboard``), else the config's."""
-    stored = await runtime.store.get_chain_entries()
+def _chain_name(raw: str | None) -> str | Response | None:
+    """A ``?name=`` of the chain routes: ``None`` for ``auto``'s chain, or a 400."""
+    if raw is None or raw in ("", AUTO):
+        return None
+    if not CHAIN_NAME.fullmatch(raw):
+        return error_response(
+            400, "A chain name is lower-case letters, digits, '-' and '_'.", param="name"
+        )
+    return raw
+
+
+async def _chain_entries(
+    runtime: Runtime, name: str | None = None
+) -> tuple[list[tuple[str, bool]], str]:
+    """The chain ``name`` (``None``: ``auto``'s) with its switched-off entries, and where it
+    comes from: the store's if the user set one (``dashboard``), else the config's."""
+    stored = await runtime.store.get_chain_entries(name)
     if stored is not None:
         return stored, "dashboard"
-    return [(entry, True) for entry in runtime.settings.catalog.settings.chain], "config"
+    configured = runtime.settings.catalog.settings
+    entries = configured.chain if name is None else configured.chains.get(name, ())
+    return [(entry, True) for entry in entries], "config"
 
 
-async def _chain_data(runtime: Runtime) -> dict[str, Any]:
+async def _chain_data(runtime: Runtime, name: str | None = None) -> dict[str, Any]:
     state = runtime.holder.state
     view = quotas_.quota_view(state, now=runtime.clock())
     targets = {target.target: target for target in view.targets}
-    chain, source = await _chain_entries(runtime)
+    chain, source = await _chain_entries(runtime, name)
     entries = []
     for entry, enabled in chain:
         target = targets.get(entry)
@@ -429,7 +474,18 @@ async def _chain_data(runtime: Runtime) -> dict[str, Any]:
                 "retry_at": None if target is None else target.retry_at,
             }
         )
-    return {"data": entries, "source": source, "in_use": list(state.catalog.settings.chain)}
+    settings = state.catalog.settings
+    in_use = settings.chain if name is None else settings.chains.get(name, ())
+    names = set(runtime.settings.catalog.settings.chains) | set(
+        await runtime.store.get_named_chains()
+    )
+    return {
+        "name": name or AUTO,
+        "chains": [AUTO, *sorted(names)],
+        "data": entries,
+        "source": source,
+        "in_use": list(in_use),
+    }
 
 
 def _check_soon(runtime: Runtime, record: KeyRecord) -> None:

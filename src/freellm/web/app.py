@@ -27,9 +27,10 @@ import trio
 
 from freellm.core.wire import error_body
 from freellm.shell.runtime import Runtime
+from freellm.web.asgi import Message, Receive, Scope, Send, json_response
 from freellm.web.auth import Access, access
 from freellm.web.openapi import OpenAPI
-from freellm.web.v1 import V1, Message, Receive, Scope, Send, json_response
+from freellm.web.v1 import V1
 
 __all__ = ["STREAM_PATHS", "App", "create_app"]
 
@@ -40,7 +41,7 @@ STREAM_PATHS = frozenset({"/api/events", "/api/chat/completions"})
 
 
 def create_app(runtime: Runtime) -> Any:  # an App: Any for hypercorn's ASGI types
-    v1 = V1(runtime.dispatcher, runtime.authorized)
+    v1 = V1(runtime.dispatcher, runtime.authorized, runtime.store)
     built: dict[str, Any] = {}  # the dashboard's parts, made when first asked for
 
     def quart() -> Any:

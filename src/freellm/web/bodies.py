@@ -14,6 +14,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from freellm.core.catalog import AUTO, CHAIN_NAME
 from freellm.core.keys import MAX_LABEL, MAX_SECRET
 from freellm.core.wire import NotJSON, decode
 
@@ -103,9 +104,18 @@ class ChainEntry:
     enabled: bool = True
 
 
+def _chain_name(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and value != AUTO and not CHAIN_NAME.fullmatch(value):
+        raise FieldError(attribute.name, "is lower-case letters, digits, '-' and '_' (64 at most)")
+
+
 @attrs.frozen
 class ChainBody:
+    """``PUT /api/chain``: the chain ``name`` (left out, or ``auto``: the one ``auto``
+    follows)."""
+
     entries: list[ChainEntry]
+    name: str | None = attrs.field(default=None, validator=_chain_name)
 
     def __attrs_post_init__(self) -> None:
         if not self.entries:

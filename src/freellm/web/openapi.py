@@ -21,6 +21,7 @@ from freellm import __version__
 from freellm.core.wire import error_body
 from freellm.shell.logins import COOKIE
 from freellm.shell.runtime import Runtime
+from freellm.web.asgi import Receive, Scope, Send, json_response
 from freellm.web.auth import Access, access
 from freellm.web.openapi_schemas import (
     BOOLEAN,
@@ -35,7 +36,6 @@ from freellm.web.openapi_schemas import (
     obj,
     ref,
 )
-from freellm.web.v1 import Receive, Scope, Send, json_response
 
 __all__ = ["OpenAPI", "document"]
 

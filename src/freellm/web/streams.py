@@ -18,8 +18,9 @@ from freellm.core import quotas as quotas_
 from freellm.core.wire import error_body
 from freellm.shell.dispatch import new_request_id
 from freellm.shell.runtime import Runtime
+from freellm.web.asgi import Receive, Scope, Send, json_response
 from freellm.web.auth import Access, access
-from freellm.web.v1 import V1, Receive, Scope, Send, json_response
+from freellm.web.v1 import V1
 
 __all__ = ["QUOTAS_EVERY_S", "Streams"]
 

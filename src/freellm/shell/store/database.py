@@ -221,37 +221,67 @@ class Store:
 
     # -- chain and settings --
 
-    async def get_chain(self) -> list[str] | None:
-        """The user's fallback chain (its enabled entries), or ``None`` when they never set one."""
-        entries = await self.get_chain_entries()
+    async def get_chain(self, name: str | None = None) -> list[str] | None:
+        """The user's fallback chain (``name``: a named chain; ``None``: the one ``auto``
+        follows), its enabled entries, or ``None`` when they never set one."""
+        entries = await self.get_chain_entries(name)
         if entries is None:
             return None
         return [entry for entry, enabled in entries if enabled]
 
-    async def get_chain_entries(self) -> list[tuple[str, bool]] | None:
-        """Every entry of the user's chain with whether it is enabled, or ``None`` when they
-        never set one."""
+    async def get_chain_entries(self, name: str | None = None) -> list[tuple[str, bool]] | None:
+        """Every entry of the user's chain ``name`` (``None``: ``auto``'s) with whether it is
+        enabled, or ``None`` when they never set one."""
 
         def select(connection: sqlite3.Connection) -> list[tuple[str, bool]] | None:
-            rows = connection.execute(
-                "SELECT entry, enabled FROM chain ORDER BY position"
-            ).fetchall()
+            if name is None:
+                rows = connection.execute(
+                    "SELECT entry, enabled FROM chain ORDER BY position"
+                ).fetchall()
+            else:
+                rows = connection.execute(
+                    "SELECT entry, enabled FROM chains WHERE name = ? ORDER BY position", (name,)
+                ).fetchall()
             return [(entry, bool(enabled)) for entry, enabled in rows] or None
 
         return await self._read(select)
 
-    async def set_chain(self, entries: Sequence[str | tuple[str, bool]] | None) -> None:
-        """Replace the chain: ``provider/model`` entries, or ``(entry, enabled)`` pairs. ``None``
-        or an empty one removes the override (an empty chain would route nothing)."""
+    async def get_named_chains(self) -> dict[str, list[tuple[str, bool]]]:
+        """Every named chain the user set, by name, with its entries and whether each is on."""
+
+        def select(connection: sqlite3.Connection) -> dict[str, list[tuple[str, bool]]]:
+            chains: dict[str, list[tuple[str, bool]]] = {}
+            rows = connection.execute(
+                "SELECT name, entry, enabled FROM chains ORDER BY name, position"
+            )
+            for name, entry, enabled in rows:
+                chains.setdefault(name, []).append((entry, bool(enabled)))
+            return chains
+
+        return await self._read(select)
+
+    async def set_chain(
+        self, entries: Sequence[str | tuple[str, bool]] | None, name: str | None = None
+    ) -> None:
+        """Replace the chain ``name`` (``None``: ``auto``'s): ``provider/model`` entries, or
+        ``(entry, enabled)`` pairs. ``None`` or an empty one removes the override (an empty
+        chain would route nothing)."""
         rows = [
             (position, *((entry, True) if isinstance(entry, str) else entry))
             for position, entry in enumerate(entries or ())
         ]
 
         def replace(connection: sqlite3.Connection) -> None:
-            connection.execute("DELETE FROM chain")
+            if name is None:
+                connection.execute("DELETE FROM chain")
+                connection.executemany(
+                    "INSERT INTO chain (position, entry, enabled) VALUES (?, ?, ?)", rows
+                )
+                return
+            connection.execute("DELETE FROM chains WHERE name = ?", (name,))
             connection.executemany(
-                "INSERT INTO chain (position, entry, enabled) VALUES (?, ?, ?)", rows
+                "INSERT INTO chains (name, position, entry, enabled) VALUES (?, ?, ?, ?)",
+                [(name, *row) for row in rows],
             )
 
         await self._write(replace)
