@@ -872,7 +872,6 @@ class ResponsesFace:
                     "response.function_call_arguments.done",
                     item_id=item.id,
                     output_index=item.index,
-                    name=item.name,
                     arguments=value["arguments"],
                 )
             out += self._emit("response.output_item.done", output_index=item.index, item=value)
