@@ -210,7 +210,10 @@ class Exchange:
             self.plan.cannot_serve(slot, f"no {provider.dialect.value} embeddings")
             return state
         shape = self.shape
-        outgoing = adapter.request(provider, slot, key.secret, self.body, stream=shape.stream)
+        body = self.body
+        if "reasoning_effort" in body and not slot.model.reasoning:
+            body = _without_reasoning(body)
+        outgoing = adapter.request(provider, slot, key.secret, body, stream=shape.stream)
         if isinstance(outgoing, Untranslatable):
             self.plan.cannot_serve(slot, outgoing.message)
             self.untranslatable = outgoing
@@ -438,6 +441,14 @@ class Exchange:
         if self.attempts:
             headers.append((b"x-fallback-trail", self.trail().encode()))
         return headers
+
+
+def _without_reasoning(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` for a model that does not think: without ``reasoning_effort``, which such a
+    model's provider refuses (Groq's Llama: a 400) where the client meant "think if you can"
+    (Anthropic's ``thinking`` comes through this field too). A model thinks when the catalog
+    or the config marks it ``reasoning = true``."""
+    return {name: value for name, value in body.items() if name != "reasoning_effort"}
 
 
 def _trail_outcome(attempt: Attempt) -> str:
