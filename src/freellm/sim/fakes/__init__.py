@@ -21,12 +21,16 @@ whose connects never complete (a connect timeout), :func:`open_closed_port` one 
 (see :mod:`.unreachable`).
 
 Faults name endpoints the OpenAI way whatever the dialect (``/chat/completions`` is Gemini's
-``:generateContent`` and Cohere's ``/v2/chat`` too; see :mod:`.dialect`). The fakes share no
-code with ``freellm.core``: they count usage their own plain way (see :mod:`.caps`).
+``:generateContent`` and Cohere's ``/v2/chat`` too; see :mod:`.dialect`). Every fake embeds too,
+on :data:`EMBEDDINGS_PATH` (OpenAI's ``/embeddings``, Gemini's ``:batchEmbedContents`` and
+``:embedContent``, Cohere's ``/v2/embed``; see :mod:`.embeddings` and :mod:`.embedding_wires`).
+The fakes share no code with ``freellm.core``: they count usage their own plain way (see
+:mod:`.caps`).
 """
 
 from freellm.sim.fakes.app import ALL_FLAVORS, FakeProvider, RecordedRequest, key_id
 from freellm.sim.fakes.caps import DAY, MINUTE, FakeCaps, Usage
+from freellm.sim.fakes.embeddings import EMBEDDINGS_PATH
 from freellm.sim.fakes.faults import CHAT_PATH, Fault, FaultKind, FaultPlan
 from freellm.sim.fakes.flavors import FLAVORS
 from freellm.sim.fakes.server import open_fake_provider
@@ -36,6 +40,7 @@ __all__ = [
     "ALL_FLAVORS",
     "CHAT_PATH",
     "DAY",
+    "EMBEDDINGS_PATH",
     "FLAVORS",
     "MINUTE",
     "FakeCaps",

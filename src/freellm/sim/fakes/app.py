@@ -12,6 +12,8 @@ through these steps, in order (each may answer and stop):
    the fault;
 4. for chat: the dialect checks the body (400), the model must exist (404), the dialect makes
    the answer, and the caps are checked with the answer's exact tokens (429, nothing counted);
+   embeddings go the same way through the dialect's embeddings wire (:mod:`.embedding_wires`),
+   counted by their inputs' tokens (:mod:`.embeddings`);
 5. the admitted request is counted and answered, as JSON or as an SSE stream.
 
 A client that goes away during a wait, a hang or a stream is counted in ``cancelled``; the fake
@@ -33,7 +35,13 @@ import attrs
 import trio
 
 from freellm.sim.fakes import flavors
-from freellm.sim.fakes.answers import ErrorAnswer, send_answer, send_error, send_malformed
+from freellm.sim.fakes.answers import (
+    Answer,
+    ErrorAnswer,
+    send_answer,
+    send_error,
+    send_malformed,
+)
 from freellm.sim.fakes.caps import (
     MINUTE,
     Dimension,
@@ -47,6 +55,8 @@ from freellm.sim.fakes.caps import (
 )
 from freellm.sim.fakes.cohere import CohereDialect
 from freellm.sim.fakes.dialect import MODELS_PATH, Call, Dialect
+from freellm.sim.fakes.embedding_wires import make_embedding_wire
+from freellm.sim.fakes.embeddings import EMBEDDINGS_PATH, EmbedRequest
 from freellm.sim.fakes.exchange import Exchange, Message, Receive, Send, lifespan, read_body
 from freellm.sim.fakes.faults import CHAT_PATH, Fault, FaultKind, FaultPlan
 from freellm.sim.fakes.gemini import GeminiDialect
@@ -91,10 +101,10 @@ class RecordedRequest:
     ``/models/{model}:generateContent``, Cohere's ``/v2/chat``), without the query; `body` is
     the parsed JSON, or None when it was not JSON; `key_id` is the id of the key it carried
     (None for a rejected one; ``anonymous`` without one, when the fake accepts any); `model` is
-    the model a chat request named. `outcome` is ``ok``, ``rate_limited``, ``unauthorized``,
-    ``not_found``, ``bad_request``, ``cancelled``, ``aborted`` (cut short by the server shutting
-    down), or the value of the fault kind that answered it (``status``, ``reset``, ``cut``, ...).
-    `status` stays None when no response was sent.
+    the model a chat or embeddings request named. `outcome` is ``ok``, ``rate_limited``,
+    ``unauthorized``, ``not_found``, ``bad_request``, ``cancelled``, ``aborted`` (cut short by
+    the server shutting down), or the value of the fault kind that answered it (``status``,
+    ``reset``, ``cut``, ...). `status` stays None when no response was sent.
     """
 
     method: str
@@ -120,8 +130,9 @@ class FakeProvider:
     None for the usual rules (see :mod:`.replies`). Raises ``ValueError`` for an unknown flavor.
 
     Public state: `faults` (a :class:`FaultPlan`), `requests` (every :class:`RecordedRequest`,
-    unless `record` is False), `served` (chat answers completed in full), `rate_limited` (429s
-    sent), `cancelled` (clients gone before their answer finished) and `in_flight`.
+    unless `record` is False), `served` (chat and embeddings answers completed in full),
+    `rate_limited` (429s sent), `cancelled` (clients gone before their answer finished) and
+    `in_flight`.
     """
 
     def __init__(
@@ -138,6 +149,7 @@ class FakeProvider:
         reply_tokens: Callable[[ChatRequest], int | None] | None = None,
     ) -> None:
         self.dialect = make_dialect(flavor)
+        self.embedding_wire = make_embedding_wire(self.dialect)
         self.flavor = flavor
         self.prefix = self.dialect.prefix
         default = self.dialect.default_models
@@ -237,9 +249,12 @@ class FakeProvider:
             except ValueError:
                 body = None
             method = scope["method"]
-            call = self.dialect.route(method, relative, query, body) if prefixed else None
+            call = None
+            if prefixed:
+                call = self.dialect.route(method, relative, query, body)
+                call = call or self.embedding_wire.route(method, relative, body)
             record = RecordedRequest(method, relative, headers, body, kid, self._clock())
-            if call is not None and call.endpoint == CHAT_PATH:
+            if call is not None and call.endpoint in (CHAT_PATH, EMBEDDINGS_PATH):
                 record.model = call.model
             if self.record:
                 self.requests.append(record)
@@ -296,6 +311,8 @@ class FakeProvider:
                 return
         if call.endpoint == CHAT_PATH:
             await self._chat(exchange, record, call, fault)
+        elif call.endpoint == EMBEDDINGS_PATH:
+            await self._embed(exchange, record, call, fault)
         elif call.endpoint == MODELS_PATH:
             self._finish(record, 200, "ok")
             await exchange.json(200, self.dialect.model_list(list(self.models)))
@@ -336,7 +353,10 @@ class FakeProvider:
             retry = MINUTE if fault.retry_after is None else fault.retry_after
             violation = Violation("requests", "minute", limit, limit, 1, retry)
             hints = fault.retry_after is not None
-            await self._rate_limited(exchange, record, violation, model, hints=hints)
+            embeddings = call.endpoint == EMBEDDINGS_PATH
+            await self._rate_limited(
+                exchange, record, violation, model, hints=hints, embeddings=embeddings
+            )
         else:
             return False
         return True
@@ -376,10 +396,12 @@ class FakeProvider:
         model: str,
         *,
         hints: bool = True,
+        embeddings: bool = False,
     ) -> None:
         standings = self._standings(record.key_id or ANONYMOUS, model)
         epoch = self._epoch()
-        error = self.dialect.rate_limited(violation, model, standings, epoch, hints=hints)
+        wire = self.embedding_wire if embeddings else self.dialect
+        error = wire.rate_limited(violation, model, standings, epoch, hints=hints)
         await self._refuse(exchange, record, "rate_limited", error)
 
     # -- chat -------------------------------------------------------------------------------
@@ -416,6 +438,45 @@ class FakeProvider:
                 self.served += 1
 
         await send_answer(exchange, answer, headers, fault, settle)
+
+    # -- embeddings -------------------------------------------------------------------------
+
+    async def _embed(
+        self, exchange: Exchange, record: RecordedRequest, call: Call, fault: Fault | None
+    ) -> None:
+        request = self.embedding_wire.parse(call, record.body)
+        if isinstance(request, ErrorAnswer):
+            await self._refuse(exchange, record, "bad_request", request)
+            return
+        if request.model not in self.models:
+            error = self.dialect.model_not_found(request.model)
+            await self._refuse(exchange, record, "not_found", error)
+            return
+        kid = record.key_id or ANONYMOUS
+        counters = self._counters(kid, request.model)
+        now = self._clock()
+        tokens = request.tokens
+        violation = worst_violation(counters, now, tokens)
+        if violation is not None:
+            await self._rate_limited(exchange, record, violation, request.model, embeddings=True)
+            return
+        for _, log in counters:
+            log.add(now, tokens)
+        self._serial += 1
+        answer = self._embedding_answer(request, self._serial)
+        headers = self.dialect.standing_headers(self._standings(kid, request.model))
+
+        def settle(outcome: str) -> None:
+            self._finish(record, 200, outcome)
+            if outcome == "ok":
+                self.served += 1
+
+        await send_answer(exchange, answer, headers, fault, settle)
+
+    def _embedding_answer(self, request: EmbedRequest, serial: int) -> Answer:
+        """The vectors as the wire writes them; a MIDSTREAM_ERROR makes them a 500."""
+        body = self.embedding_wire.answer(request, serial)
+        return Answer(request.tokens, body=body, broken=self.dialect.server_error(500))
 
 
 def _sized(request: Any, size: Callable[[ChatRequest], int | None]) -> Any:

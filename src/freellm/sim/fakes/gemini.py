@@ -157,10 +157,17 @@ def _invalid(refusal: Invalid) -> ErrorAnswer:
     return error(400, refusal.message, [violation])
 
 
-def quota_exceeded(violation: Violation, model: str, *, hints: bool = True) -> ErrorAnswer:
+def quota_exceeded(
+    violation: Violation,
+    model: str,
+    *,
+    hints: bool = True,
+    quotas: Mapping[tuple[Dimension, WindowName], tuple[str, str]] = _QUOTAS,
+) -> ErrorAnswer:
     """Gemini's 429 ``RESOURCE_EXHAUSTED`` for `violation` on `model`; without `hints`, with
-    no ``RetryInfo`` and no "Please retry in"."""
-    metric, quota_id = _QUOTAS[violation.dimension, violation.window]
+    no ``RetryInfo`` and no "Please retry in". `quotas` name the quota of each cap (metric,
+    quota id): generateContent's unless told (embeddings name their own)."""
+    metric, quota_id = quotas[violation.dimension, violation.window]
     retry = finite_retry(violation)
     again = f"\nPlease retry in {retry:g}s." if hints else ""
     message = (
