@@ -79,6 +79,26 @@ def test_chain_set_and_show(data_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert "router.chain[0]" in err
 
 
+def test_a_named_chain_is_set_and_shown_apart_from_autos(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(capsys, "chain", "set", "--name", "coding", "groq/openai/gpt-oss-120b")
+    assert status == 0, out
+    _, out, _ = run(capsys, "chain", "show", "--name", "coding")
+    assert out.splitlines() == [" 1. groq/openai/gpt-oss-120b"]
+    _, auto, _ = run(capsys, "chain", "show")
+    assert "groq/openai/gpt-oss-120b" not in auto.splitlines()[0]
+    status, _, err = run(capsys, "chain", "show", "--name", "nothing")
+    assert status == 1
+    assert "no chain is named 'nothing'" in err
+    status, _, err = run(capsys, "chain", "set", "--name", "Bad!", "groq/openai/gpt-oss-120b")
+    assert status == 2
+    assert "--name" in err
+    status, _, err = run(capsys, "chain", "set", "--name", "coding", "groq/nope")
+    assert status == 2
+    assert "router.chains.coding[0]" in err
+
+
 def test_a_malformed_encryption_key_stops_with_a_clear_message(
     data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -265,6 +265,50 @@ async def test_the_chain_saved_is_what_the_next_request_follows(tmp_path: Path) 
         assert cerebras.served == 1
 
 
+async def test_named_chains_are_made_listed_routed_by_and_removed(tmp_path: Path) -> None:
+    async with dashboard(tmp_path) as (proxy, groq, cerebras):
+        bearer = {"authorization": f"Bearer {proxy.key}"}
+        async with logged_in(proxy) as (client, csrf):
+            csrf_header = {"x-csrf-token": csrf}
+            body = {"name": "coding", "entries": [{"target": CHAIN[1]}, {"target": CHAIN[0]}]}
+            saved = await client.put("/api/chain", json=body, headers=csrf_header)
+            assert saved.status_code == 200, saved.text
+            assert saved.json()["name"] == "coding"
+            assert saved.json()["chains"] == ["auto", "coding", "embeddings"]
+            assert saved.json()["in_use"] == [CHAIN[1], CHAIN[0]]
+            listed = (await client.get("/api/chain?name=coding")).json()
+            assert [e["target"] for e in listed["data"]] == [CHAIN[1], CHAIN[0]]
+            default = (await client.get("/api/chain")).json()
+            assert default["name"] == "auto"
+            assert [e["target"] for e in default["data"]] == CHAIN
+            models = (await client.get("/v1/models", headers=bearer)).json()["data"]
+            assert "auto:coding" in [m["id"] for m in models]
+
+            ask = {"model": "auto:coding", "messages": USER}
+            answer = await client.post("/v1/chat/completions", json=ask, headers=bearer)
+            assert answer.headers["x-routed-via"] == CHAIN[1]
+
+            for bad, param in [
+                ({"name": "Coding!", "entries": [{"target": CHAIN[0]}]}, "name"),
+                ({"name": "x", "entries": [{"target": "groq/nope"}]}, "entries[0].target"),
+            ]:
+                refused = await client.put("/api/chain", json=bad, headers=csrf_header)
+                assert refused.status_code == 400, refused.text
+                assert refused.json()["error"]["param"] == param
+            assert (await client.get("/api/chain?name=Bad!")).status_code == 400
+
+            gone = await client.delete("/api/chain?name=coding", headers=csrf_header)
+            assert gone.status_code == 200
+            assert gone.json()["chains"] == ["auto", "embeddings"]  # the bundled one stays
+            missing = await client.post("/v1/chat/completions", json=ask, headers=bearer)
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "model_not_found"
+            kept = await client.delete("/api/chain", headers=csrf_header)
+            assert kept.status_code == 400
+        assert groq.served == 0
+        assert cerebras.served == 1
+
+
 async def test_failed_logins_are_limited_and_a_new_unified_key_ends_every_session(
     tmp_path: Path,
 ) -> None:

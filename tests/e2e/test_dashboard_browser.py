@@ -152,6 +152,36 @@ def test_reorder_the_chain_and_the_next_request_follows_it(page: Page, server: S
     expect(page.get_by_role("checkbox").first).not_to_be_checked()
 
 
+def test_make_a_named_chain_route_by_it_and_remove_it(page: Page, server: Served) -> None:
+    log_in(page, server)
+    page.get_by_role("link", name="Fallback chain").click()
+    expect(page.locator("#chain li .target")).to_have_text(CHAIN)
+    page.get_by_text("New chain").click()
+    page.get_by_label("Name").fill("coding")
+    page.get_by_label("First model").select_option(CHAIN[1])
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#status")).to_contain_text("Created the chain auto:coding.")
+    expect(page.get_by_label("Chain", exact=True)).to_have_value("coding")
+    expect(page.locator("#chain-model")).to_have_text("auto:coding")
+    expect(page.locator("#chain li .target")).to_have_text([CHAIN[1]])
+    assert page.url.endswith("/chain?name=coding")
+    assert chat(server, "auto:coding").headers["x-routed-via"] == CHAIN[1]
+    assert chat(server).headers["x-routed-via"] == CHAIN[0]  # auto keeps its own chain
+
+    page.get_by_label("Add a model").select_option(CHAIN[0])
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#chain li .target")).to_have_text([CHAIN[1], CHAIN[0]])
+    page.get_by_label("Chain", exact=True).select_option("auto")
+    expect(page.locator("#chain li .target")).to_have_text(CHAIN)
+
+    page.get_by_label("Chain", exact=True).select_option("coding")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Remove this chain").click()
+    expect(page.locator("#status")).to_contain_text("Removed the chain auto:coding.")
+    expect(page.get_by_label("Chain", exact=True)).to_have_value("auto")
+    assert chat(server, "auto:coding").status_code == 404
+
+
 def test_a_playground_message_streams_with_the_provider_shown(page: Page, server: Served) -> None:
     log_in(page, server)
     page.get_by_role("link", name="Playground").click()

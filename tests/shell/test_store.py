@@ -27,7 +27,7 @@ from freellm.shell.store import (
     open_store,
 )
 
-TABLES = {"keys", "chain", "settings", "requests", "attempts", "state", "responses"}
+TABLES = {"keys", "chain", "settings", "requests", "attempts", "state", "responses", "chains"}
 ROLLUPS = {"request_hours", "attempt_hours", "latency_days"}
 VAULT = Vault(bytes(range(32)))
 

@@ -260,7 +260,10 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
                     ],
                 }
             )
-        chain, _source = await _chain_entries(runtime)
+        name = _chain_name(request.args.get("chain"))  # the presets order this chain
+        if isinstance(name, Response):
+            return name
+        chain, _source = await _chain_entries(runtime, name)
         entries = [entry for entry, _enabled in chain]
         measured = await analytics_.analytics_report(store, TTFT_WINDOW, now=runtime.clock())
         ttft = {

@@ -1,6 +1,7 @@
 "use strict";
 let entries = []; // [{target, enabled, servable_now, keys, retry_at}]
-let presets = {};
+let chainName = new URLSearchParams(location.search).get("name") || "auto";
+let catalogData = null; // /api/catalog: the providers and their models, with each model's kind
 
 function move(index, by) {
   const to = index + by;
@@ -39,7 +40,7 @@ function render(focusTarget, focusMove) {
 
 async function save(message, focusTarget, focusMove) {
   render(focusTarget, focusMove);
-  const body = { entries: entries.map((e) => ({ target: e.target, enabled: e.enabled })) };
+  const body = { name: chainName, entries: entries.map((e) => ({ target: e.target, enabled: e.enabled })) };
   const saved = await attempt(() => api("PUT", "/api/chain", body));
   if (saved) {
     entries = saved.data;
@@ -50,10 +51,50 @@ async function save(message, focusTarget, focusMove) {
   }
 }
 
+function chainQuery(name) {
+  return name === "auto" ? "" : `?name=${encodeURIComponent(name)}`;
+}
+
 async function load() {
-  const chain = await api("GET", "/api/chain");
+  const chain = await api("GET", `/api/chain${chainQuery(chainName)}`);
   entries = chain.data;
+  const select = document.getElementById("chain-name");
+  select.replaceChildren(...chain.chains.map((name) =>
+    el("option", { value: name, selected: name === chainName }, name === "auto" ? "auto (the default)" : `auto:${name}`)));
+  document.getElementById("chain-model").textContent = chainName === "auto" ? "auto" : `auto:${chainName}`;
+  document.getElementById("remove-chain").hidden = chainName === "auto";
+  fillModels();
   render();
+}
+
+// The models a chain may hold: embedding models in one of embeddings, chat models in any other.
+function kindOf(name, chain) {
+  if (chain.length && catalogData) {
+    const first = catalogData.providers.flatMap((p) => p.models).find((m) => m.target === chain[0].target);
+    if (first) return first.kind;
+  }
+  return name === "embeddings" ? "embedding" : "chat";
+}
+
+function modelOptions(kind) {
+  return catalogData.providers
+    .map((p) => ({ p, models: p.models.filter((m) => m.kind === kind) }))
+    .filter(({ models }) => models.length)
+    .map(({ p, models }) => el("optgroup", { label: `${p.name}${p.keys ? "" : " (no key)"}` },
+      models.map((m) => el("option", { value: m.target }, m.target))));
+}
+
+function fillModels() {
+  if (!catalogData) return;
+  document.getElementById("add-model").replaceChildren(...modelOptions(kindOf(chainName, entries)));
+  const name = document.getElementById("new-chain-name").value;
+  document.getElementById("new-chain-model").replaceChildren(...modelOptions(name === "embeddings" ? "embedding" : "chat"));
+}
+
+async function show(name) {
+  chainName = name;
+  history.replaceState(null, "", `/chain${chainQuery(name)}`);
+  await attempt(load);
 }
 
 Sortable.create(document.getElementById("chain"), {
@@ -77,21 +118,45 @@ document.getElementById("add").addEventListener("submit", (event) => {
 
 for (const button of document.querySelectorAll("[data-preset]")) {
   button.addEventListener("click", async () => {
-    const catalog = await attempt(() => api("GET", "/api/catalog"));
+    const query = chainName === "auto" ? "" : `?chain=${encodeURIComponent(chainName)}`;
+    const catalog = await attempt(() => api("GET", `/api/catalog${query}`));
     if (!catalog) return;
     const order = catalog.presets[button.dataset.preset];
-    const byTarget = new Map(entries.map((e) => [e.target, e]));
-    entries = order.map((t) => byTarget.get(t)).filter(Boolean);
+    const rank = new Map(order.map((t, i) => [t, i]));
+    entries = [...entries].sort((a, b) => (rank.get(a.target) ?? Infinity) - (rank.get(b.target) ?? Infinity));
     save(`Chain ordered: ${button.textContent.toLowerCase()}.`);
   });
 }
 
+document.getElementById("chain-name").addEventListener("change", (event) => show(event.target.value));
+
+document.getElementById("remove-chain").addEventListener("click", async () => {
+  const name = chainName;
+  if (!confirm(`Remove the chain auto:${name}? Requests for auto:${name} will get a 404.`)) return;
+  const removed = await attempt(() => api("DELETE", `/api/chain?name=${encodeURIComponent(name)}`));
+  if (removed) {
+    say(`Removed the chain auto:${name}.`);
+    await show("auto");
+  }
+});
+
+document.getElementById("new-chain-name").addEventListener("input", fillModels);
+
+document.getElementById("new-chain").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const name = document.getElementById("new-chain-name").value.trim();
+  const target = document.getElementById("new-chain-model").value;
+  const body = { name, entries: [{ target, enabled: true }] };
+  const made = await attempt(() => api("PUT", "/api/chain", body));
+  if (made) {
+    say(`Created the chain auto:${name}.`);
+    document.getElementById("new-chain").reset();
+    await show(name);
+  }
+});
+
 (async () => {
+  catalogData = await attempt(() => api("GET", "/api/catalog"));
   await attempt(load);
-  const catalog = await attempt(() => api("GET", "/api/catalog"));
-  if (!catalog) return;
-  const select = document.getElementById("add-model");
-  select.replaceChildren(...catalog.providers.map((p) =>
-    el("optgroup", { label: `${p.name}${p.keys ? "" : " (no key)"}` }, p.models.map((m) => el("option", { value: m.target }, m.target)))));
   ready();
 })();
