@@ -84,12 +84,15 @@ class FacedClient:
 class _EmbeddingsFace:
     """An embeddings answer as the client asked to have it: floats, or base64."""
 
-    def __init__(self, encoding_format: str) -> None:
+    def __init__(self, encoding_format: str, prompt_tokens: int) -> None:
         self._encoding_format = encoding_format
+        self._prompt_tokens = prompt_tokens  # the usage of an answer that reports none (Gemini)
 
     def answer(self, status: int, body: bytes) -> bytes:
         if 200 <= status < 300:
-            return embeddings.answer_for_client(body, self._encoding_format)
+            return embeddings.answer_for_client(
+                body, self._encoding_format, prompt_tokens=self._prompt_tokens
+            )
         return body
 
     def feed(self, data: bytes) -> bytes:
@@ -197,7 +200,7 @@ class Doors:
             return
         encoding = body.get("encoding_format") or "float"
         translated = Translated(body, shape)
-        face = _EmbeddingsFace(encoding)
+        face = _EmbeddingsFace(encoding, shape.prompt_tokens)
         await self._serve(scope, receive, send, request_id, translated, face)
 
     # -- shared ------------------------------------------------------------------------------
