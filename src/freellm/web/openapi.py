@@ -32,6 +32,7 @@ from freellm.web.openapi_schemas import (
     api_schemas,
     array,
     chat_schemas,
+    door_schemas,
     nullable,
     obj,
     ref,
@@ -166,6 +167,108 @@ def v1_paths() -> dict[str, Any]:
     }
 
 
+def anthropic_errors(*statuses: int) -> dict[str, Any]:
+    """:func:`errors`, in Anthropic's shape (``/v1/messages``)."""
+    return {
+        status: answer | {"content": {JSON: {"schema": ref("AnthropicError")}}}
+        for status, answer in errors(*statuses).items()
+    }
+
+
+def door_paths() -> dict[str, Any]:
+    """The doors beside chat completions (:mod:`freellm.web.doors`): the same routing, the
+    same headers."""
+    session = v1_paths()["/v1/chat/completions"]["post"]["parameters"]
+    failures = (401, 404, 408, 413, 429, 502, 503)
+
+    def routed(schema: str, events: str) -> dict[str, Any]:
+        return {
+            "description": f"The answer; with `stream: true`, {events}",
+            "headers": V1_HEADERS,
+            "content": {JSON: {"schema": ref(schema)}, "text/event-stream": {"schema": STRING}},
+        }
+
+    response_id = {"name": "response_id", "in": "path", "required": True, "schema": STRING}
+    deleted = obj(
+        {"id": STRING, "object": {"const": "response"}, "deleted": {"const": True}},
+        "id",
+        "object",
+        "deleted",
+    )
+    return {
+        "/v1/messages": {
+            "post": operation(
+                "Anthropic's Messages API, answered by whichever provider has capacity",
+                {
+                    "200": routed("Message", "Anthropic's stream events."),
+                    **anthropic_errors(*failures),
+                },
+                security=KEY,
+                tag="v1",
+                operationId="createMessage",
+                parameters=session,
+                requestBody=body(ref("MessagesRequest")),
+            )
+        },
+        "/v1/messages/count_tokens": {
+            "post": operation(
+                "The prompt's tokens, as freellm estimates them for routing",
+                {
+                    "200": answer(obj({"input_tokens": INTEGER}, "input_tokens")),
+                    **anthropic_errors(401, 408, 413),
+                },
+                security=KEY,
+                tag="v1",
+                operationId="countMessageTokens",
+                requestBody=body(ref("CountTokensRequest")),
+            )
+        },
+        "/v1/responses": {
+            "post": operation(
+                "OpenAI's Responses API, answered by whichever provider has capacity; stored "
+                "for `previous_response_id` unless `store` is false",
+                {
+                    "200": routed("Response", "the Responses API's events."),
+                    **errors(*failures),
+                },
+                security=KEY,
+                tag="v1",
+                operationId="createResponse",
+                parameters=session,
+                requestBody=body(ref("ResponsesRequest")),
+            )
+        },
+        "/v1/responses/{response_id}": {
+            "get": operation(
+                "A stored response",
+                {"200": answer(ref("Response")), **errors(401, 404)},
+                security=KEY,
+                tag="v1",
+                operationId="getResponse",
+                parameters=[response_id],
+            ),
+            "delete": operation(
+                "Forget a stored response",
+                {"200": answer(deleted), **errors(401, 404)},
+                security=KEY,
+                tag="v1",
+                operationId="deleteResponse",
+                parameters=[response_id],
+            ),
+        },
+        "/v1/embeddings": {
+            "post": operation(
+                "Embeddings from one model, on whichever key or provider serving it has capacity",
+                {"200": answer(ref("EmbeddingList"), headers=V1_HEADERS), **errors(*failures)},
+                security=KEY,
+                tag="v1",
+                operationId="createEmbeddings",
+                requestBody=body(ref("EmbeddingsRequest")),
+            )
+        },
+    }
+
+
 def server_paths() -> dict[str, Any]:
     background = obj(
         {
@@ -239,6 +342,12 @@ def api_paths() -> dict[str, Any]:
     opened = obj({"csrf_token": STRING, "expires": TIME}, "csrf_token", "expires")
     token = obj({"masked": STRING}, "masked")
     windows = {"name": "window", "in": "query", "schema": {"enum": ["1h", "24h", "7d", "30d"]}}
+    chain_name = {
+        "name": "name",
+        "in": "query",
+        "schema": {"type": "string", "pattern": "^(|auto|[a-z0-9][a-z0-9_-]{0,63})$"},
+        "description": "A named chain (`auto:NAME`); left out, empty or `auto`: `auto`'s chain.",
+    }
     limit = {
         "name": "limit",
         "in": "query",
@@ -332,24 +441,33 @@ def api_paths() -> dict[str, Any]:
         },
         "/api/chain": {
             "get": operation(
-                "The fallback chain, with what each entry can serve now",
+                "A chain (`auto`'s unless `name` says which), with what each entry can serve now",
                 {"200": answer(ref("Chain")), **errors(401)},
                 operationId="getChain",
+                parameters=[chain_name],
                 **reads,
             ),
             "put": operation(
-                "Replace the fallback chain (one entry at least enabled)",
+                "Replace a chain (`auto`'s unless `name` says which; one entry at least enabled)",
                 {"200": answer(ref("Chain")), **denied},
                 operationId="setChain",
                 requestBody=body(ref("ChainUpdate")),
                 **changes,
             ),
+            "delete": operation(
+                "Forget the named chain `name`: back to the config file's, or gone",
+                {"200": answer(ref("Chain")), **denied},
+                operationId="deleteChain",
+                parameters=[chain_name | {"required": True}],
+                **changes,
+            ),
         },
         "/api/catalog": {
             "get": operation(
-                "Providers, models, caps and capabilities, and the chain presets",
+                "Providers, models, caps and capabilities, and the presets of a chain",
                 {"200": answer(ref("Catalog")), **errors(401)},
                 operationId="getCatalog",
+                parameters=[chain_name | {"name": "chain"}],
                 **reads,
             )
         },
@@ -414,14 +532,16 @@ def document() -> dict[str, Any]:
             "title": "freellm",
             "version": __version__,
             "description": "One OpenAI-compatible endpoint in front of many free-tier LLM "
-            "providers (/v1), and the dashboard's API (/api). Errors are OpenAI-shaped.",
+            "providers (/v1: OpenAI's chat completions, Responses and embeddings, Anthropic's "
+            "Messages), and the dashboard's API (/api). Errors are OpenAI-shaped, but on "
+            "/v1/messages, Anthropic's.",
         },
         "tags": [
             {"name": "v1", "description": "OpenAI-compatible: point any OpenAI client here."},
             {"name": "api", "description": "The dashboard's API."},
             {"name": "server", "description": "Probes, metrics and this document."},
         ],
-        "paths": v1_paths() | server_paths() | api_paths(),
+        "paths": v1_paths() | door_paths() | server_paths() | api_paths(),
         "components": {
             "schemas": {
                 "Error": obj(
@@ -442,6 +562,7 @@ def document() -> dict[str, Any]:
                     "error",
                 ),
                 **chat_schemas(),
+                **door_schemas(),
                 **api_schemas(),
             },
             "securitySchemes": {

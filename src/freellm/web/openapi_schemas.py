@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["Schema", "api_schemas", "array", "chat_schemas", "nullable", "obj", "ref"]
+__all__ = [
+    "Schema",
+    "api_schemas",
+    "array",
+    "chat_schemas",
+    "door_schemas",
+    "nullable",
+    "obj",
+    "ref",
+]
 
 Schema = dict[str, Any]
 
@@ -156,6 +165,182 @@ def chat_schemas() -> dict[str, Schema]:
     }
 
 
+def door_schemas() -> dict[str, Schema]:
+    """The other doors' requests, as far as :mod:`freellm.core.doors` and
+    :mod:`freellm.core.dialects.embeddings` check them (what they translate beyond is in the
+    README), and their answers."""
+    model = {"type": "string", "minLength": 1}
+    typed_block = obj({"type": STRING}, "type")
+    text_block = obj({"type": {"const": "text"}, "text": STRING}, "type", "text")
+    token_ids = array(INTEGER, minItems=1)
+    usage = obj(
+        {"input_tokens": INTEGER, "output_tokens": INTEGER}, "input_tokens", "output_tokens"
+    )
+    return {
+        "AnthropicError": obj(
+            {
+                "type": {"const": "error"},
+                "error": obj({"type": STRING, "message": STRING}, "type", "message"),
+            },
+            "type",
+            "error",
+            description="Anthropic's error shape: /v1/messages answers errors so.",
+        ),
+        "MessagesRequest": obj(
+            {
+                "model": model
+                | {"description": "`auto`, `auto:NAME`, a model, or a Claude name (an alias)."},
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "messages": array(
+                    obj(
+                        {
+                            "role": {"enum": ["user", "assistant", "system"]},
+                            "content": {"anyOf": [STRING, array(typed_block)]},
+                        },
+                        "role",
+                        "content",
+                    ),
+                    minItems=1,
+                ),
+                "system": {"anyOf": [STRING, array(text_block)]},
+                "stream": nullable(BOOLEAN),
+                "temperature": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+                "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+                "top_k": nullable({"type": "integer", "minimum": 0}),
+                "stop_sequences": nullable(array({"type": "string", "minLength": 1})),
+                "metadata": nullable(obj({"user_id": nullable(STRING)})),
+            },
+            "model",
+            "max_tokens",
+            "messages",
+            description="Anthropic's Messages request.",
+        ),
+        "CountTokensRequest": obj(
+            {
+                "model": model,
+                "messages": array(
+                    obj(
+                        {
+                            "role": {"enum": ["user", "assistant", "system"]},
+                            "content": {"anyOf": [STRING, array(typed_block)]},
+                        },
+                        "role",
+                        "content",
+                    ),
+                    minItems=1,
+                ),
+                "system": {"anyOf": [STRING, array(text_block)]},
+            },
+            "model",
+            "messages",
+        ),
+        "Message": obj(
+            {
+                "id": STRING,
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": STRING,
+                "content": array(typed_block),
+                "stop_reason": nullable(STRING),
+                "stop_sequence": nullable(STRING),
+                "usage": usage,
+            },
+            "id",
+            "type",
+            "role",
+            "content",
+            "usage",
+        ),
+        "ResponsesRequest": obj(
+            {
+                "model": model,
+                "input": {"anyOf": [STRING, array(typed_block)]},
+                "instructions": nullable(STRING),
+                "max_output_tokens": nullable({"type": "integer", "minimum": 1}),
+                "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
+                "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
+                "stream": nullable(BOOLEAN),
+                "store": nullable(BOOLEAN),
+                "previous_response_id": nullable(STRING),
+                "parallel_tool_calls": nullable(BOOLEAN),
+                "tools": nullable(
+                    array(
+                        obj(
+                            {
+                                "type": {"const": "function"},
+                                "name": {"type": "string", "minLength": 1},
+                            },
+                            "type",
+                            "name",
+                        )
+                    )
+                ),
+                "truncation": nullable({"enum": ["auto", "disabled"]}),
+                "user": nullable(STRING),
+                "metadata": nullable({"type": "object", "additionalProperties": STRING}),
+            },
+            "model",
+            description="OpenAI's Responses request (function tools only).",
+        ),
+        "Response": obj(
+            {
+                "id": STRING,
+                "object": {"const": "response"},
+                "created_at": NUMBER,
+                "status": STRING,
+                "model": STRING,
+                "output": array(typed_block),
+                "usage": nullable(obj({"input_tokens": INTEGER, "output_tokens": INTEGER})),
+            },
+            "id",
+            "object",
+            "status",
+            "output",
+        ),
+        "EmbeddingsRequest": obj(
+            {
+                "model": model
+                | {"description": "`auto` (the embeddings chain's first model) or a model."},
+                "input": {
+                    "anyOf": [
+                        {"type": "string", "minLength": 1},
+                        array({"type": "string", "minLength": 1}, minItems=1, maxItems=2048),
+                        token_ids,
+                        array(token_ids, minItems=1, maxItems=2048),
+                    ]
+                },
+                "encoding_format": nullable({"enum": ["float", "base64"]}),
+                "dimensions": nullable({"type": "integer", "minimum": 1}),
+                "user": nullable(STRING),
+            },
+            "model",
+            "input",
+        ),
+        "EmbeddingList": obj(
+            {
+                "object": {"const": "list"},
+                "model": STRING,
+                "data": array(
+                    obj(
+                        {
+                            "object": {"const": "embedding"},
+                            "index": INTEGER,
+                            "embedding": {"anyOf": [array(NUMBER), STRING]},
+                        },
+                        "object",
+                        "index",
+                        "embedding",
+                    )
+                ),
+                "usage": obj({"prompt_tokens": INTEGER, "total_tokens": INTEGER}),
+            },
+            "object",
+            "model",
+            "data",
+        ),
+    }
+
+
 SECRET: Final[Schema] = {
     "type": "string",
     "maxLength": 4096,
@@ -236,7 +421,16 @@ def api_schemas() -> dict[str, Schema]:
             additionalProperties=False,
         ),
         "ChainUpdate": obj(
-            {"entries": array(ref("ChainEntry"), minItems=1, maxItems=500)},
+            {
+                "entries": array(ref("ChainEntry"), minItems=1, maxItems=500),
+                "name": nullable(
+                    {
+                        "type": "string",
+                        "pattern": "^(auto|[a-z0-9][a-z0-9_-]{0,63})$",
+                        "description": "The chain to replace; left out: `auto`'s.",
+                    }
+                ),
+            },
             "entries",
             additionalProperties=False,
         ),
@@ -257,10 +451,14 @@ def api_schemas() -> dict[str, Schema]:
                 ),
                 "source": {"enum": ["dashboard", "config"]},
                 "in_use": array(STRING),
+                "name": STRING,
+                "chains": array(STRING),
             },
             "data",
             "source",
             "in_use",
+            "name",
+            "chains",
         ),
         "Catalog": obj(
             {
