@@ -81,6 +81,7 @@ COHERE_INPUT_TYPES: Final = frozenset(
 )
 COHERE_DEFAULT_INPUT_TYPE: Final = "search_document"
 NVIDIA_INPUT_TYPES: Final = frozenset({"passage", "query"})
+FLOAT32_MAX: Final = 3.4028234663852886e38
 
 Input = str | Sequence[int]
 
@@ -143,7 +144,7 @@ def inspect_embeddings(body: object) -> ChatShape | BadRequest:
     if isinstance(tokens, BadRequest):
         return tokens
     encoding = body.get("encoding_format")
-    if encoding is not None and encoding not in ENCODINGS:
+    if encoding is not None and (not isinstance(encoding, str) or encoding not in ENCODINGS):
         return BadRequest("`encoding_format` must be `float` or `base64`.", "encoding_format")
     dimensions = body.get("dimensions")
     if dimensions is not None and (
@@ -195,6 +196,11 @@ def _dimensions(model: ModelSpec, body: Mapping[str, Any]) -> int | Untranslatab
     return int(wanted)
 
 
+def _one_of(value: object, names: frozenset[str]) -> bool:
+    """Whether ``value`` (any JSON) is one of ``names``: a list or an object is unhashable."""
+    return isinstance(value, str) and value in names
+
+
 def _texts(model: ModelSpec, inputs: list[Input]) -> list[str] | Untranslatable:
     if all(isinstance(item, str) for item in inputs):
         return [item for item in inputs if isinstance(item, str)]
@@ -205,13 +211,21 @@ def _texts(model: ModelSpec, inputs: list[Input]) -> list[str] | Untranslatable:
 
 
 def _floats(vector: object) -> list[float]:
-    """A vector of numbers as floats; ``ValueError`` for anything else (a broken answer)."""
+    """A vector of numbers as floats; ``ValueError`` for anything else (a broken answer).
+
+    Only finite numbers within float32's range pass: ``json.loads`` reads ``NaN`` and
+    ``Infinity``, which are no JSON to write back, and base64 writes float32."""
     if not isinstance(vector, list) or not vector:
         raise ValueError("an embedding that is not an array of numbers")
+    floats = []
     for value in vector:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("an embedding that is not an array of numbers")
-    return [float(value) for value in vector]
+        # NaN fails both comparisons; an int too large for a float is compared exactly.
+        if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+            raise ValueError("an embedding value that is not a finite float32")
+        floats.append(float(value))
+    return floats
 
 
 def _listing(vectors: list[list[float]], model: str, prompt_tokens: int | None) -> dict[str, Any]:
@@ -274,7 +288,7 @@ class OpenAIEmbeddings:
         if dimensions is not None:
             upstream["dimensions"] = dimensions
         asymmetric = provider.id == "nvidia" and "embedqa" in model.id
-        if asymmetric and upstream.get("input_type") not in NVIDIA_INPUT_TYPES:
+        if asymmetric and not _one_of(upstream.get("input_type"), NVIDIA_INPUT_TYPES):
             upstream["input_type"] = "passage"
         base_url, token = provider.base_url, secret
         if provider.auth is AuthStyle.CLOUDFLARE:
@@ -392,7 +406,7 @@ class CohereEmbeddings:
             "model": model.id,
             "texts": texts,
             "input_type": (
-                input_type if input_type in COHERE_INPUT_TYPES else COHERE_DEFAULT_INPUT_TYPE
+                input_type if _one_of(input_type, COHERE_INPUT_TYPES) else COHERE_DEFAULT_INPUT_TYPE
             ),
             "embedding_types": ["float"],
         }
