@@ -70,9 +70,9 @@ def texts_sent(dialect: Dialect, upstream: dict[str, Any]) -> list[Any]:
     if dialect is Dialect.GEMINI:
         return [r["content"]["parts"][0]["text"] for r in upstream["requests"]]
     if dialect is Dialect.COHERE:
-        return upstream["texts"]
+        return list(upstream["texts"])
     value = upstream["input"]
-    return [value] if isinstance(value, str) else value
+    return [value] if isinstance(value, str) else list(value)
 
 
 def provider_answer(dialect: Dialect, vectors: list[list[float]], order: list[int]) -> bytes:
