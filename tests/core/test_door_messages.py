@@ -279,6 +279,15 @@ def test_past_thinking_is_dropped() -> None:
     assert chat["messages"][1] == {"role": "assistant", "content": "b"}
 
 
+def test_an_assistant_turn_left_with_nothing_is_dropped() -> None:
+    thinking = {"type": "thinking", "thinking": "hmm", "signature": "sig"}
+    chat = translated(request(user("a"), assistant([thinking]), user("b"), assistant("")))
+    assert chat["messages"] == [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+    ]
+
+
 def test_tools_become_function_tools() -> None:
     chat = translated(
         request(
@@ -411,6 +420,7 @@ def test_fields_that_ask_nothing_of_a_free_tier_are_ignored() -> None:
             service_tier="auto",
             inference_geo="us",
             speed="standard",
+            context_management={"edits": [{"type": "clear_tool_uses_20250919"}]},
         )
     )
     assert chat == {
@@ -445,7 +455,6 @@ def test_fields_that_ask_nothing_of_a_free_tier_are_ignored() -> None:
         ({"output_config": {"format": {"type": "json_object"}}}, "output_config.format.type"),
         ({"container": "cntr_1"}, "container"),
         ({"mcp_servers": [{"type": "url", "url": "https://x.test", "name": "x"}]}, "mcp_servers"),
-        ({"context_management": {"edits": []}}, "context_management"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0.type"),
         ({"tools": [{"type": "bash_20250124", "name": "bash"}]}, "tools.0.type"),
         ({"tools": [{"name": "x"}]}, "tools.0.input_schema"),

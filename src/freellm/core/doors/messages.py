@@ -27,14 +27,17 @@ send it only to models that reason), else ``output_config.effort`` (``xhigh`` an
 
 Ignored, as they ask nothing a free tier can give or refuse: ``cache_control`` (anywhere),
 ``citations`` on text blocks, ``service_tier``, ``inference_geo``, ``speed``, ``diagnostics``,
-``user_profile_id``, ``workspace_id``, and top-level fields this door does not know.
+``user_profile_id``, ``workspace_id``, ``context_management`` (the conversation goes as sent,
+uncleared: too long for a model, it is routed to a larger one or refused as any would be), and
+top-level fields this door does not know. An assistant turn left with nothing (an empty one, or
+one of thinking alone) is dropped.
 
 Refused with a 400 naming Anthropic's field path (``messages.0.content.1.type``): a missing
 ``max_tokens`` (``count_tokens`` does without), ``max_tokens`` below 1 (no prompt cache to warm),
 ``document``, ``search_result``, ``server_tool_use`` and every server tool's result blocks, image
 ``file`` sources (no Files API), server and Anthropic-defined tools (web search and fetch, code
 execution, bash, text editor, computer, memory, tool search...), ``container``, ``mcp_servers``,
-``context_management``, and anything not of Anthropic's shapes.
+and anything not of Anthropic's shapes.
 
 Answers
 -------
@@ -124,7 +127,6 @@ FINISH_REASONS: Final[Mapping[str, str]] = {
 REFUSED_FIELDS: Final[Mapping[str, str]] = {
     "container": "containers run Anthropic's code execution, which no free tier offers",
     "mcp_servers": "freellm does not connect to MCP servers for the model",
-    "context_management": "freellm's providers do not edit the context on the server",
 }
 
 REFUSED_BLOCKS: Final[Mapping[str, str]] = {
@@ -305,7 +307,7 @@ def _message(message: object, path: str) -> list[dict[str, Any]]:
     if role == "system":
         return [{"role": "system", "content": _system_text(content, f"{path}.content")}]
     if isinstance(content, str):
-        return [{"role": role, "content": content}]
+        return [{"role": role, "content": content}] if content or role == "user" else []
     if not isinstance(content, list):
         raise _Refusal(f"{path}.content", "must be a string or an array of content blocks.")
     if role == "user" and not content:
@@ -328,7 +330,8 @@ def _message(message: object, path: str) -> list[dict[str, Any]]:
         blocks.append((kind, block, where))
     if role == "user":
         return _user_turn(blocks)
-    return [_assistant_turn(blocks)]
+    turn = _assistant_turn(blocks)
+    return [turn] if turn["content"] or turn.get("tool_calls") else []
 
 
 def _user_turn(blocks: list[tuple[str, Any, str]]) -> list[dict[str, Any]]:
