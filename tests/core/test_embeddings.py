@@ -97,8 +97,17 @@ def test_a_string_is_one_input_counted_by_the_estimate() -> None:
         messages=(),
         prompt_tokens=estimate_text("hello world"),
         kind=ModelKind.EMBEDDING,
+        longest_input=estimate_text("hello world"),
         user="u1",
     )
+
+
+def test_the_longest_input_is_what_a_models_context_is_held_to() -> None:
+    texts = ["short", "a much longer text " * 50, "mid length text " * 5]
+    shape = inspect_embeddings({"model": "auto", "input": texts})
+    assert isinstance(shape, ChatShape)
+    assert shape.prompt_tokens == sum(estimate_text(t) for t in texts)
+    assert shape.longest_input == max(estimate_text(t) for t in texts)
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ class ChatShape:
     # What the request asks of a model. An embeddings request (/v1/embeddings) has no messages:
     # its prompt_tokens are its inputs', and only an embedding model serves it.
     kind: ModelKind = ModelKind.CHAT
+    longest_input: int = 0  # embeddings: the estimate of the longest of its texts
 
 
 def inspect_request(body: object) -> ChatShape | BadRequest:

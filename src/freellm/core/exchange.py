@@ -166,6 +166,7 @@ class Exchange:
             json=shape.json,
             session=session,
             kind=shape.kind,
+            longest_input=shape.longest_input,
         )
         self.started = now
         self.plan = router.plan(state, self.request, now=now)

@@ -66,6 +66,7 @@ class RouteRequest:
     json: bool = False
     session: str | None = None
     kind: ModelKind = ModelKind.CHAT
+    longest_input: int = 0  # embeddings: the estimate of the longest text
 
 
 @attrs.frozen
@@ -366,7 +367,12 @@ class Plan:
         model = target.model
         request = self._request
         if model.kind is not request.kind:
-            return f"not a {request.kind.value} model"
+            return "not an embedding model" if model.kind is ModelKind.CHAT else "not a chat model"
+        if request.kind is ModelKind.EMBEDDING:
+            # An embedding model's context is its limit per text, not per call.
+            if model.context is not None and request.longest_input > model.context:
+                return f"an input longer than its {model.context}-token limit"
+            return None
         if request.tools and not model.tools:
             return "no tool calling"
         if request.vision and not model.vision:

@@ -270,12 +270,13 @@ def _model_lines(provider: str, model: ModelSpec) -> list[str]:
         value = getattr(model.caps, name)
         if value is not None:
             lines.append(f"{name} = {value}")
-    for name in ("context", "max_output"):
+    for name in ("context", "max_output", "dimensions", "max_batch"):
         value = getattr(model, name)
         if value is not None:
             lines.append(f"{name} = {value}")
-    for name in ("tools", "vision", "json", "account"):
+    for name in ("tools", "vision", "json", "account", "reasoning", "custom_dimensions"):
         lines.append(f"{name} = {_toml(getattr(model, name))}")
+    lines.append(f"kind = {_toml(model.kind)}")
     return lines
 
 
@@ -300,7 +301,10 @@ def config_text(catalog: Catalog, base_urls: Mapping[str, str]) -> str:
         lines.append("")
     lines.append("[router]")
     for field in attrs.fields(RouterSettings):
-        lines.append(f"{field.name} = {_toml(getattr(catalog.settings, field.name))}")
+        value = getattr(catalog.settings, field.name)
+        if field.name == "aliases":
+            value = dict(value)  # a table: pattern = target, in order
+        lines.append(f"{field.name} = {_toml(value)}")
     lines += ["", "[timeouts]"]
     for field in attrs.fields(type(catalog.timeouts)):
         lines.append(f"{field.name}_s = {_toml(getattr(catalog.timeouts, field.name))}")

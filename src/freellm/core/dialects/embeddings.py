@@ -95,12 +95,14 @@ def _token_ids(value: object) -> bool:
     )
 
 
-def _check_input(value: object) -> int | BadRequest:
-    """The estimated tokens of ``input``, or why it is not one OpenAI accepts."""
+def _check_input(value: object) -> tuple[int, int] | BadRequest:
+    """The estimated tokens of ``input``, all of them and its longest text's, or why it is not
+    one OpenAI accepts."""
     if isinstance(value, str):
         if not value:
             return BadRequest("`input` must not be an empty string.", "input")
-        return estimate_text(value)
+        tokens = estimate_text(value)
+        return tokens, tokens
     if not isinstance(value, list) or not value:
         return BadRequest(
             "`input` must be a string, an array of strings, an array of token ids or an array "
@@ -108,16 +110,16 @@ def _check_input(value: object) -> int | BadRequest:
             "input",
         )
     if _token_ids(value):
-        return len(value)
+        return len(value), len(value)
     if len(value) > MAX_INPUTS:
         return BadRequest(f"`input` may hold at most {MAX_INPUTS} inputs.", "input")
-    tokens = 0
+    total = longest = 0
     strings = isinstance(value[0], str)
     for index, item in enumerate(value):
         if strings and isinstance(item, str) and item:
-            tokens += estimate_text(item)
+            tokens = estimate_text(item)
         elif not strings and _token_ids(item) and item:
-            tokens += len(item)
+            tokens = len(item)
         else:
             kind = "a non-empty string" if strings else "a non-empty array of token ids"
             return BadRequest(
@@ -125,7 +127,9 @@ def _check_input(value: object) -> int | BadRequest:
                 "only, or non-empty arrays of token ids only.",
                 f"input[{index}]",
             )
-    return tokens
+        total += tokens
+        longest = max(longest, tokens)
+    return total, longest
 
 
 def inspect_embeddings(body: object) -> ChatShape | BadRequest:
@@ -140,9 +144,10 @@ def inspect_embeddings(body: object) -> ChatShape | BadRequest:
         return BadRequest("`model` is required and must be a non-empty string.", "model")
     if "input" not in body:
         return BadRequest("`input` is required.", "input")
-    tokens = _check_input(body["input"])
-    if isinstance(tokens, BadRequest):
-        return tokens
+    counted = _check_input(body["input"])
+    if isinstance(counted, BadRequest):
+        return counted
+    tokens, longest = counted
     encoding = body.get("encoding_format")
     if encoding is not None and (not isinstance(encoding, str) or encoding not in ENCODINGS):
         return BadRequest("`encoding_format` must be `float` or `base64`.", "encoding_format")
@@ -155,7 +160,12 @@ def inspect_embeddings(body: object) -> ChatShape | BadRequest:
     if user is not None and not isinstance(user, str):
         return BadRequest("`user` must be a string.", "user")
     return ChatShape(
-        model=model, messages=(), prompt_tokens=tokens, kind=ModelKind.EMBEDDING, user=user
+        model=model,
+        messages=(),
+        prompt_tokens=tokens,
+        kind=ModelKind.EMBEDDING,
+        longest_input=longest,
+        user=user,
     )
 
 
