@@ -44,6 +44,7 @@ __all__ = [
     "ProviderSpec",
     "RouterSettings",
     "StoreSettings",
+    "Strategy",
     "Target",
     "Timeouts",
     "apply_config",
@@ -167,6 +168,13 @@ class Target:
         return f"{self.provider}/{self.model.id}"
 
 
+class Strategy(enum.Enum):
+    """``[router] strategy``: how a plan orders the candidates that pass every filter."""
+
+    CHAIN = "chain"  # the fallback chain's order; the keys of a model by headroom
+    CAPACITY = "capacity"  # the least share of the tightest remaining budget (core.packing)
+
+
 @attrs.frozen
 class RouterSettings:
     chain: tuple[str, ...] = ()
@@ -174,6 +182,7 @@ class RouterSettings:
     sticky_ttl_s: float = 1800.0
     max_sessions: int = 10_000
     default_completion_tokens: int = 1024
+    strategy: Strategy = Strategy.CHAIN
 
 
 @attrs.frozen
@@ -290,8 +299,9 @@ _MODEL_KEYS: Final = frozenset(
     {"id", *_MODEL_CAPS, "context", "max_output", "tools", "vision", "json", "account"}
 )
 _ROUTER_KEYS: Final = frozenset(
-    {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens"}
-)
+    {"chain", "max_attempts", "sticky_ttl_s", "max_sessions", "default_completion_tokens",
+     "strategy"}
+)  # fmt: skip
 _TOP_KEYS: Final = frozenset(
     {"providers", "router", "store", "timeouts", "dashboard", "pool", "updated", "source"}
 )
@@ -453,6 +463,8 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf:
             raise ConfigError(f"{path}.sticky_ttl_s", f"must be a finite number >= 0, got {ttl!r}")
         changes["sticky_ttl_s"] = float(ttl)
+    if "strategy" in table:
+        changes["strategy"] = _enum(Strategy, table, path, "strategy")
     return attrs.evolve(base, **changes)
 
 
