@@ -40,6 +40,7 @@ import attrs
 
 from freellm.core import router, wire
 from freellm.core.attempt import DEFAULT_BOUNDS, FINAL, Attempt, Bounds, Progress, ProtocolError
+from freellm.core.catalog import Strategy
 from freellm.core.chat import ChatShape
 from freellm.core.dialects import Untranslatable
 from freellm.core.dialects.adapters import adapter_for
@@ -149,6 +150,7 @@ class Exchange:
         session: str | None,
         now: float,
         bounds: Bounds = DEFAULT_BOUNDS,
+        strategy: Strategy | None = None,
     ) -> None:
         self.shape = shape
         self.body = body
@@ -163,6 +165,7 @@ class Exchange:
             vision=shape.vision,
             json=shape.json,
             session=session,
+            strategy=strategy,
         )
         self.started = now
         self.plan = router.plan(state, self.request, now=now)

@@ -44,6 +44,7 @@ import httpx
 import trio
 
 from freellm.core.attempt import DEFAULT_BOUNDS, FINAL, Attempt, Bounds, Phase
+from freellm.core.catalog import Strategy
 from freellm.core.chat import ChatShape
 from freellm.core.dialects.openai import Usage
 from freellm.core.exchange import Effect, Exchange, Send, Start
@@ -154,6 +155,7 @@ class Dispatcher:
         *,
         session_header: str | None = None,
         request_id: str | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         """Answer one chat completion request, JSON or stream, success or error, to ``client``."""
         began = trio.current_time()
@@ -165,6 +167,7 @@ class Dispatcher:
             session=session_key(session_header or shape.session_id, shape.user, shape.messages),
             now=self.clock(),
             bounds=self.bounds,
+            strategy=strategy,
         )
         latencies: list[float] = []
         reply = _Reply(client)

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import trio
 
+from freellm.core.catalog import Strategy
 from freellm.core.chat import BadRequest, inspect_request
 from freellm.core.wire import NotJSON, decode, error_body
 from freellm.shell.dispatch import Dispatcher, Headers, new_request_id
@@ -143,11 +144,20 @@ class V1:
             await json_response(send, 400, problem, ids)
             return
         session = _header(scope["headers"], b"x-session-id")
+        strategy = _strategy(_header(scope["headers"], b"x-freellm-strategy"))
+        if isinstance(strategy, bytes):
+            await json_response(send, 400, strategy, ids)
+            return
         client = _Client(send)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, client)
             await self.dispatcher.serve(
-                shape, data, client, session_header=session, request_id=request_id
+                shape,
+                data,
+                client,
+                session_header=session,
+                request_id=request_id,
+                strategy=strategy,
             )
             nursery.cancel_scope.cancel()
 
@@ -224,6 +234,22 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, clien
 async def _not_allowed(send: Send, allowed: str, ids: Headers) -> None:
     body = error_body(f"Use {allowed} here.", "invalid_request_error", code="method_not_allowed")
     await json_response(send, 405, body, [*ids, (b"allow", allowed.encode())])
+
+
+def _strategy(value: str | None) -> Strategy | bytes | None:
+    """The routing strategy a request asks for (``X-Freellm-Strategy``), or the 400 body that
+    answers a value that names none."""
+    if value is None:
+        return None
+    try:
+        return Strategy(value.strip().lower())
+    except ValueError:
+        choices = " or ".join(f"`{member.value}`" for member in Strategy)
+        return error_body(
+            f"The X-Freellm-Strategy header must be {choices}, not {value!r}.",
+            "invalid_request_error",
+            param="X-Freellm-Strategy",
+        )
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
