@@ -86,6 +86,15 @@ for (const button of document.querySelectorAll("[data-preset]")) {
   });
 }
 
+for (const radio of document.querySelectorAll('input[name="strategy"]')) {
+  radio.addEventListener("change", async () => {
+    const saved = await attempt(() => api("PUT", "/api/strategy", { strategy: radio.value }));
+    if (saved) say(`Routing by ${saved.strategy === "chain" ? "chain order" : "capacity"}. Saved.`);
+    const current = saved || await attempt(() => api("GET", "/api/strategy"));
+    if (current) for (const r of document.querySelectorAll('input[name="strategy"]')) r.checked = r.value === current.strategy;
+  });
+}
+
 (async () => {
   await attempt(load);
   const catalog = await attempt(() => api("GET", "/api/catalog"));
