@@ -16,7 +16,7 @@ import pytest
 import trio
 from harness import CLIENT_GENERATORS, Proxy, config_text, running_proxy
 
-from freellm.core.catalog import Strategy
+from freellm.core.catalog import RouterSettings, Strategy
 from freellm.core.sse import Decoder, Event
 from freellm.shell.logins import MAX_FAILURES
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
@@ -153,7 +153,10 @@ async def test_the_bearer_key_needs_no_cookie_and_no_csrf_token(tmp_path: Path) 
 async def test_the_routing_strategy_switches_live_and_back_to_the_config(tmp_path: Path) -> None:
     async with dashboard(tmp_path) as (proxy, _, _):
         bearer = {"authorization": f"Bearer {proxy.key}"}
-        settings = lambda: proxy.runtime.holder.state.catalog.settings  # noqa: E731
+
+        def settings() -> RouterSettings:
+            return proxy.runtime.holder.state.catalog.settings
+
         async with httpx.AsyncClient(base_url=proxy.url, headers=bearer) as http:
             answer = await http.get("/api/strategy")
             assert answer.json() == {
