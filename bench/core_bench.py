@@ -7,6 +7,10 @@ runs for every request, on two states:
 - capped:  every key of all but the last few chain entries is at its cap (rpm), so the plan walks
            most of the chain before it finds a slot.
 
+Each case runs under both routing strategies (``[router] strategy``): ``chain`` walks the chain in
+order, ``capacity`` prices the candidates (``freellm.core.packing``) as far down the chain as it
+must; the last column is capacity's time over chain's (issue 13 holds it to 2x at most).
+
 Run: ``python bench/core_bench.py [--iterations N]``. Prints a table in microseconds.
 """
 
@@ -20,6 +24,7 @@ from collections.abc import Callable
 import attrs
 
 from freellm.core import router
+from freellm.core.catalog import Strategy
 from freellm.core.ledger import Refusal
 from freellm.core.outcome import Kind, Outcome
 from freellm.shell.config import bundled_catalog
@@ -107,27 +112,38 @@ def main() -> None:
         f"{len(start.catalog.chain_targets)} chain entries, {KEYS_PER_PROVIDER} keys each; "
         f"{args.iterations} iterations"
     )
-    print(f"{'case':34} {'median us':>10} {'p90 us':>8} {'plan us':>8} {'candidates':>11}")
-    for name, (state, req) in cases.items():
-        first = router.plan(state, req, now=NOW)
-        slot = next(first)
-        skipped = len(first.no_capacity().refusals)  # set aside before the first candidate
+    print(
+        f"{'case':34} {'strategy':9} {'median us':>10} {'p90 us':>8} {'plan us':>8} "
+        f"{'x chain':>8}  candidates"
+    )
+    for name, (state, base) in cases.items():
+        chain_median = 0.0
+        for strategy in Strategy:
+            req = attrs.evolve(base, strategy=strategy)
+            first = router.plan(state, req, now=NOW)
+            slot = next(first)
+            skipped = len(first.no_capacity().refusals)  # set aside before the first candidate
 
-        def plan_only(state: router.RouterState = state, req: router.RouteRequest = req) -> None:
-            next(router.plan(state, req, now=NOW))
+            def plan_only(
+                state: router.RouterState = state, req: router.RouteRequest = req
+            ) -> None:
+                next(router.plan(state, req, now=NOW))
 
-        def full(state: router.RouterState = state, req: router.RouteRequest = req) -> None:
-            route_once(state, req, NOW)
+            def full(state: router.RouterState = state, req: router.RouteRequest = req) -> None:
+                route_once(state, req, NOW)
 
-        measure(full, 500)  # warm up
-        samples = measure(full, args.iterations)
-        plans = measure(plan_only, args.iterations)
-        print(
-            f"{name:34} {statistics.median(samples):10.1f} "
-            f"{statistics.quantiles(samples, n=10)[-1]:8.1f} "
-            f"{statistics.median(plans):8.1f} {skipped:>5} skipped"
-            f"{'':1}-> {slot.name}"
-        )
+            measure(full, 500)  # warm up
+            samples = measure(full, args.iterations)
+            plans = measure(plan_only, args.iterations)
+            median = statistics.median(samples)
+            if strategy is Strategy.CHAIN:
+                chain_median = median
+            print(
+                f"{name:34} {strategy.value:9} {median:10.1f} "
+                f"{statistics.quantiles(samples, n=10)[-1]:8.1f} "
+                f"{statistics.median(plans):8.1f} {median / chain_median:8.2f}"
+                f"  {skipped:>3} skipped -> {slot.name}"
+            )
 
 
 if __name__ == "__main__":

@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--speed", type=float, default=60.0, help="live mode: virtual/real time")
     replay.add_argument("--seed", type=int, default=0)
     replay.add_argument(
+        "--sample",
+        type=float,
+        default=None,
+        metavar="F",
+        help="keep about this fraction (0-1) of the conversations, drawn with --seed",
+    )
+    replay.add_argument(
         "--policy",
         choices=("freellm", "first-fit", "round-robin", "least-used", "all"),
         default="freellm",
@@ -578,6 +585,7 @@ async def replay(args: argparse.Namespace) -> int:
             suggest=args.suggest,
             as_json=args.json,
             report=args.report,
+            sample=args.sample,
         )
     except ReplayError as exc:
         raise Failed(str(exc)) from None

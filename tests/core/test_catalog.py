@@ -22,6 +22,7 @@ from freellm.core.catalog import (
     ModelSpec,
     PoolSettings,
     ProviderSpec,
+    Strategy,
     Target,
     apply_config,
     load_config_text,
@@ -311,6 +312,12 @@ def test_router_settings_replace_the_defaults_they_name_and_keep_the_rest() -> N
     assert settings_.default_completion_tokens == defaults.default_completion_tokens
 
 
+def test_the_routing_strategy_is_chain_unless_the_config_says_capacity() -> None:
+    assert bundled().settings.strategy is Strategy.CHAIN
+    assert configured('[router]\nstrategy = "capacity"\n').settings.strategy is Strategy.CAPACITY
+    assert configured('[router]\nstrategy = "chain"\n').settings.strategy is Strategy.CHAIN
+
+
 def test_the_pool_leaves_its_cap_to_the_open_files_limit_unless_told() -> None:
     assert bundled().pool == PoolSettings(max_connections=None, max_idle=32)
     assert bundled().timeouts.pool == 1.0
@@ -525,6 +532,13 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
         "must be a finite number >= 0",
     ),
     ("boolean sticky_ttl_s", "[router]\nsticky_ttl_s = true\n", "router.sticky_ttl_s", "number"),
+    (
+        "unknown strategy",
+        '[router]\nstrategy = "cheapest"\n',
+        "router.strategy",
+        "must be one of chain | capacity, got 'cheapest'",
+    ),
+    ("strategy not a string", "[router]\nstrategy = 1\n", "router.strategy", "must be one of"),
     ("pool of no connection", "[pool]\nmax_connections = 0\n", "pool.max_connections", ">= 1"),
     ("pool idle negative", "[pool]\nmax_idle = -1\n", "pool.max_idle", ">= 0"),
     ("pool unknown key", "[pool]\nmax_conns = 9\n", "pool.max_conns", "unknown"),

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from freellm.core import health, ledger, sessions
-from freellm.core.catalog import Catalog, apply_config
+from freellm.core import health, ledger, packing, sessions
+from freellm.core.catalog import Catalog, Strategy, apply_config
 from freellm.core.ledger import Refusal, Slot
 from freellm.core.outcome import Kind, Outcome
 from freellm.core.router import (
@@ -173,6 +173,7 @@ requests = st.builds(
     vision=st.booleans(),
     json=st.booleans(),
     session=st.none() | st.just("conversation"),
+    strategy=st.none() | st.sampled_from(Strategy),
 )
 
 
@@ -254,7 +255,7 @@ def test_a_live_session_model_comes_first(state: RouterState, request: RouteRequ
 
 @given(states(), requests)
 def test_keys_of_a_model_go_most_headroom_first(state: RouterState, request: RouteRequest) -> None:
-    routed = plan(state, request, now=NOW)
+    routed = plan(state, attrs.evolve(request, strategy=Strategy.CHAIN), now=NOW)
     slots = list(routed)
     for index in range(len(slots) - 1):
         here, after = slots[index], slots[index + 1]
@@ -321,6 +322,59 @@ def test_context_too_long_moves_only_to_larger_contexts(
         routed.after(slot, Outcome(Kind.CONTEXT_TOO_LONG, 400))
         if slot.model.context is not None:
             floor = max(floor, slot.model.context)
+
+
+# --- the capacity strategy ------------------------------------------------------------------
+
+
+def _as(request: RouteRequest, strategy: Strategy) -> RouteRequest:
+    return attrs.evolve(request, strategy=strategy)
+
+
+@given(states(), st.sampled_from(ALL_SLOTS), st.integers(0, 20_000), st.floats(-90, 90))
+def test_a_price_exists_exactly_when_the_ledger_has_room(
+    state: RouterState, slot: Slot, tokens: int, later: float
+) -> None:
+    now = NOW + later
+    room = ledger.headroom(state.ledger, slot, tokens, now)
+    price = packing.price(state.ledger, slot, tokens, now)
+    assert (price is None) == (room is None)
+    if price is not None:
+        assert price >= 0.0
+
+
+@given(states(), requests)
+def test_capacity_offers_the_very_candidates_the_chain_does(
+    state: RouterState, request: RouteRequest
+) -> None:
+    chain = list(plan(state, _as(request, Strategy.CHAIN), now=NOW))
+    capacity = list(plan(state, _as(request, Strategy.CAPACITY), now=NOW))
+    assert len(capacity) == len(chain)
+    if len(chain) < state.catalog.settings.max_attempts:  # no cut: the same set, reordered
+        assert set(capacity) == set(chain)
+
+
+@given(states(), requests)
+def test_capacity_goes_cheapest_first_after_the_sticky_model(
+    state: RouterState, request: RouteRequest
+) -> None:
+    request = _as(request, Strategy.CAPACITY)
+    routed = plan(state, request, now=NOW)
+    slots = list(routed)
+    unbound = list(plan(state, attrs.evolve(request, session=None), now=NOW))
+    if slots != unbound:  # a live session's model came first: compare what follows it
+        bound = slots[0].name
+        slots = [slot for slot in slots if slot.name != bound]
+    positions = {target.name: index for index, target in enumerate(state.topology.keyed_chain)}
+    scores = []
+    for slot in slots:
+        price = packing.price(state.ledger, slot, routed.tokens, NOW)
+        assert price is not None
+        position = positions.get(slot.name)
+        if position is None:  # a named model: its providers' order
+            return
+        scores.append((price + packing.preference(position), position, slot.key_id))
+    assert scores == sorted(scores)
 
 
 # --- worked examples --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import trio
 from harness import CLIENT_GENERATORS, Proxy, config_text, running_proxy
 
+from freellm.core.catalog import RouterSettings, Strategy
 from freellm.core.sse import Decoder, Event
 from freellm.shell.logins import MAX_FAILURES
 from freellm.sim.fakes import FakeCaps, FakeProvider, open_fake_provider
@@ -147,6 +148,39 @@ async def test_the_bearer_key_needs_no_cookie_and_no_csrf_token(tmp_path: Path) 
             )
             assert answer.status_code == 200, answer.text
             assert proxy.runtime.holder.state.catalog.settings.chain == (CHAIN[1], CHAIN[0])
+
+
+async def test_the_routing_strategy_switches_live_and_back_to_the_config(tmp_path: Path) -> None:
+    async with dashboard(tmp_path) as (proxy, _, _):
+        bearer = {"authorization": f"Bearer {proxy.key}"}
+
+        def settings() -> RouterSettings:
+            return proxy.runtime.holder.state.catalog.settings
+
+        async with httpx.AsyncClient(base_url=proxy.url, headers=bearer) as http:
+            answer = await http.get("/api/strategy")
+            assert answer.json() == {
+                "strategy": "chain",
+                "source": "config",
+                "config": "chain",
+                "choices": ["chain", "capacity"],
+            }
+            answer = await http.put("/api/strategy", json={"strategy": "capacity"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["strategy"] == "capacity"
+            assert answer.json()["source"] == "dashboard"
+            assert settings().strategy is Strategy.CAPACITY
+            assert settings().chain == tuple(CHAIN)  # the chain stays as it was
+            async with logged_in(proxy) as (client, _):  # the page shows it without script
+                page = await client.get("/chain")
+                assert 'value="capacity" checked' in page.text
+            for bad in ({"strategy": "cheapest"}, {"strategy": "chain", "more": 1}, ["chain"]):
+                answer = await http.put("/api/strategy", json=bad)
+                assert answer.status_code == 400, bad
+                assert settings().strategy is Strategy.CAPACITY
+            answer = await http.put("/api/strategy", json={"strategy": None})
+            assert answer.json()["source"] == "config"
+            assert settings().strategy is Strategy.CHAIN
 
 
 @pytest.mark.parametrize(

@@ -264,6 +264,55 @@ async def test_a_timeout_moves_to_another_provider(proxy_factory: Callable[..., 
         await _until(lambda: groq.cancelled >= 1)  # the proxy hung up on the hanging call
 
 
+async def test_x_freellm_strategy_picks_the_routing_of_one_request(
+    proxy_factory: Callable[..., Any],
+) -> None:
+    async with (
+        open_fake_provider("groq", keys=["gsk-1"], models={GROQ_MODEL: FakeCaps()}) as groq,
+        open_fake_provider("cerebras", keys=["csk-1"], models={CEREBRAS_MODEL: FakeCaps()}) as cer,
+    ):
+        # Groq first, capped at 20k tokens a day; Cerebras capped by the minute only. A request
+        # of ~1,000 tokens takes 5% of Groq's day: the chain sends it there, capacity does not.
+        config = config_text(
+            {"groq": groq, "cerebras": cer},
+            {"groq": groq_models(tpd=20_000), "cerebras": cerebras_models()},
+            [f"groq/{GROQ_MODEL}", f"cerebras/{CEREBRAS_MODEL}"],
+        )
+        async with (
+            proxy_factory(config, {"groq": ["gsk-1"], "cerebras": ["csk-1"]}) as proxy,
+            httpx.AsyncClient() as http,
+        ):
+            body = {"model": "auto", "messages": USER, "max_tokens": 1000}
+            routed = {}
+            for strategy in ("chain", "capacity", None, "Capacity"):
+                # A session of its own each: a conversation stays on its model, whatever strategy.
+                headers = {"x-api-key": proxy.key, "x-session-id": f"s-{strategy}"}
+                if strategy is not None:
+                    headers["x-freellm-strategy"] = strategy
+                answer = await http.post(
+                    f"{proxy.base_url}/chat/completions", headers=headers, json=body
+                )
+                assert answer.status_code == 200, answer.text
+                routed[strategy] = answer.headers["x-routed-via"]
+            assert routed == {
+                "chain": f"groq/{GROQ_MODEL}",
+                "capacity": f"cerebras/{CEREBRAS_MODEL}",
+                None: f"groq/{GROQ_MODEL}",  # the configured strategy: chain by default
+                "Capacity": f"cerebras/{CEREBRAS_MODEL}",
+            }
+            bad = await http.post(
+                f"{proxy.base_url}/chat/completions",
+                headers={"x-api-key": proxy.key, "x-freellm-strategy": "cheapest"},
+                json=body,
+            )
+            assert bad.status_code == 400
+            error = bad.json()["error"]
+            assert error["param"] == "X-Freellm-Strategy"
+            assert error["type"] == "invalid_request_error"
+            assert "'cheapest'" in error["message"]
+        assert (groq.served, cer.served) == (2, 2)
+
+
 async def test_a_client_disconnect_cancels_the_upstream_call(
     groq_proxy: Callable[..., Any],
 ) -> None:

@@ -157,11 +157,15 @@ async def test_replay_json_has_the_designed_fields_with_every_baseline(tmp_path:
         assert field in data, field
     assert data["policy"] == "freellm"
     assert data["mode"] == "core"
-    assert set(data["baselines"]) == {"first-fit", "round-robin", "least-used"}
+    assert data["strategy"] == "chain"
+    # The other strategy of freellm's own, then the other routers.
+    assert set(data["baselines"]) == {"freellm-capacity", "first-fit", "round-robin", "least-used"}
+    assert data["baselines"]["freellm-capacity"]["strategy"] == "capacity"
     for result in [data, *data["baselines"].values()]:
         assert result["served"] <= data["upper_bound"]
         assert result["served"] + result["refused"] + result["failed"] == data["requests"]
-    assert data["served"] >= max(b["served"] for b in data["baselines"].values())
+    others = [b for name, b in data["baselines"].items() if not name.startswith("freellm")]
+    assert data["served"] >= max(b["served"] for b in others)
     page = (tmp_path / "out.html").read_text()
     assert "uPlot" in page
     # Self-contained: nothing is loaded from anywhere (the library's banner names its home).

@@ -50,6 +50,7 @@ __all__ = [
     "ProviderSpec",
     "RouterSettings",
     "StoreSettings",
+    "Strategy",
     "Target",
     "Timeouts",
     "apply_config",
@@ -203,6 +204,13 @@ def _read_only_chains(mapping: Mapping[str, tuple[str, ...]]) -> Mapping[str, tu
     return MappingProxyType(dict(mapping))
 
 
+class Strategy(enum.Enum):
+    """``[router] strategy``: how a plan orders the candidates that pass every filter."""
+
+    CHAIN = "chain"  # the fallback chain's order; the keys of a model by headroom
+    CAPACITY = "capacity"  # the least share of the tightest remaining budget (core.packing)
+
+
 @attrs.frozen
 class RouterSettings:
     """``[router]``. ``chain`` is the one ``auto`` follows; ``chains`` are the named ones
@@ -220,6 +228,7 @@ class RouterSettings:
     sticky_ttl_s: float = 1800.0
     max_sessions: int = 10_000
     default_completion_tokens: int = 1024
+    strategy: Strategy = Strategy.CHAIN
 
 
 @attrs.frozen
@@ -372,6 +381,7 @@ _ROUTER_KEYS: Final = frozenset(
         "sticky_ttl_s",
         "max_sessions",
         "default_completion_tokens",
+        "strategy",
     }
 )
 _TOP_KEYS: Final = frozenset(
@@ -565,6 +575,8 @@ def _apply_router(base: RouterSettings, table: Mapping[str, Any]) -> RouterSetti
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf:
             raise ConfigError(f"{path}.sticky_ttl_s", f"must be a finite number >= 0, got {ttl!r}")
         changes["sticky_ttl_s"] = float(ttl)
+    if "strategy" in table:
+        changes["strategy"] = _enum(Strategy, table, path, "strategy")
     return attrs.evolve(base, **changes)
 
 

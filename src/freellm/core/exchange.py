@@ -40,7 +40,7 @@ import attrs
 
 from freellm.core import router, wire
 from freellm.core.attempt import DEFAULT_BOUNDS, FINAL, Attempt, Bounds, Progress, ProtocolError
-from freellm.core.catalog import ModelKind
+from freellm.core.catalog import ModelKind, Strategy
 from freellm.core.chat import ChatShape
 from freellm.core.dialects import Untranslatable
 from freellm.core.dialects.adapters import ADAPTERS
@@ -151,6 +151,7 @@ class Exchange:
         session: str | None,
         now: float,
         bounds: Bounds = DEFAULT_BOUNDS,
+        strategy: Strategy | None = None,
     ) -> None:
         self.shape = shape
         self.body = body
@@ -167,6 +168,7 @@ class Exchange:
             session=session,
             kind=shape.kind,
             longest_input=shape.longest_input,
+            strategy=strategy,
         )
         self.started = now
         self.plan = router.plan(state, self.request, now=now)

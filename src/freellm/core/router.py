@@ -8,10 +8,13 @@ best first. Every candidate passes every filter on that snapshot:
 - key health (an ``invalid`` key is out) and cooldowns of the slot, its key and its model;
 - caps: a candidate whose reservation would break any cap is skipped, never tried.
 
-Order: ``auto`` walks the fallback chain; a model id walks the providers that serve it (chain
-order first); ``provider/model`` stays on that provider. A live sticky session's model comes
-first. Among the keys of one model, the key with the most headroom on its tightest cap goes first
-(ties by key id), so load spreads instead of draining the first key.
+Order, under the ``chain`` strategy: ``auto`` walks the fallback chain; a model id walks the
+providers that serve it (chain order first); ``provider/model`` stays on that provider. A live
+sticky session's model comes first. Among the keys of one model, the key with the most headroom
+on its tightest cap goes first (ties by key id), so load spreads instead of draining the first key.
+Under the ``capacity`` strategy (``[router] strategy``, or the request's own), the same
+candidates come cheapest first: :mod:`freellm.core.packing` prices each, the sticky session's
+model still first.
 
 The shell drives a plan: :func:`admit` re-checks a candidate against the *current* state and
 reserves it in the same step (the snapshot may be stale by then), :meth:`Plan.after` applies an
@@ -21,6 +24,7 @@ outcome's failover rule (skip the provider, ask for a larger context), and when 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 
@@ -29,8 +33,17 @@ import attrs
 from freellm.core import health as health_
 from freellm.core import ledger as ledger_
 from freellm.core import outcome as outcome_
+from freellm.core import packing
 from freellm.core import sessions as sessions_
-from freellm.core.catalog import AUTO, AUTO_PREFIX, EMBEDDINGS_CHAIN, Catalog, ModelKind, Target
+from freellm.core.catalog import (
+    AUTO,
+    AUTO_PREFIX,
+    EMBEDDINGS_CHAIN,
+    Catalog,
+    ModelKind,
+    Strategy,
+    Target,
+)
 from freellm.core.ledger import Refusal, Slot, Ticket
 from freellm.core.signals import Ceiling
 
@@ -67,6 +80,7 @@ class RouteRequest:
     session: str | None = None
     kind: ModelKind = ModelKind.CHAT
     longest_input: int = 0  # embeddings: the estimate of the longest text
+    strategy: Strategy | None = None  # None: the configured one (``[router] strategy``)
 
 
 @attrs.frozen
@@ -197,6 +211,11 @@ class Plan:
         self._targets = self._ordered_targets()
         self._next_target = 0
         self._pending: list[Slot] = []  # ranked keys of the current target, best last
+        strategy = request.strategy or state.catalog.settings.strategy
+        # The capacity strategy's candidates, priced: (score, position, key id, slot), a heap.
+        self._priced: list[tuple[float, int, str, Slot]] | None = (
+            [] if strategy is Strategy.CAPACITY else None
+        )
 
     @property
     def tokens(self) -> int:
@@ -209,6 +228,10 @@ class Plan:
     def __next__(self) -> Slot:
         if self._yielded >= self._max:
             raise StopIteration
+        if self._priced is not None:
+            slot = self._cheapest()
+            self._yielded += 1
+            return slot
         while not self._pending:
             if self._next_target >= len(self._targets):
                 raise StopIteration
@@ -308,6 +331,7 @@ class Plan:
         if binding is not None:
             for index, target in enumerate(targets):
                 if target.provider == binding.provider and target.model.id == binding.model:
+                    self._sticky = True
                     return (target, *targets[:index], *targets[index + 1 :])
         return targets
 
@@ -328,35 +352,95 @@ class Plan:
         ]
         return tuple(serving)
 
-    def _rank(self, target: Target) -> list[Slot]:
-        """The keys of ``target`` that pass every filter, best last (for ``pop``)."""
+    _sticky = False  # the first target is a live sticky session's model
+
+    def _cheapest(self) -> Slot:
+        """The capacity strategy's next candidate: the least score among the targets priced so
+        far, once no target left can score lower (:func:`freellm.core.packing.preference` bounds
+        them from below), so that a plan prices only as far down the chain as it must."""
+        priced = self._priced
+        assert priced is not None
+        targets = self._targets
+        while True:
+            while self._next_target < len(targets):
+                position = self._next_target
+                if priced and priced[0][0] <= packing.preference(position):
+                    break
+                self._next_target += 1
+                self._price(targets[position], position)
+            if not priced:
+                raise StopIteration
+            slot = heapq.heappop(priced)[3]
+            if self._still_open(slot):
+                return slot
+
+    def _price(self, target: Target, position: int) -> None:
+        """Price the keys of ``target`` that pass every filter into the plan's heap."""
+        priced = self._priced
+        assert priced is not None
+        slots = self._open_slots(target)
+        if not slots:
+            return
+        ledger, now, tokens = self._state.ledger, self._now, self._tokens
+        # A sticky session's model goes first while it has room: below any price.
+        bonus = -1.0 if position == 0 and self._sticky else packing.preference(position)
+        for slot in slots:
+            price = packing.price(ledger, slot, tokens, now)
+            if price is None:
+                self._set_aside.append((f"{target.name}#{slot.key_id}", slot, None))
+            else:
+                heapq.heappush(priced, (price + bonus, position, slot.key_id, slot))
+
+    def _still_open(self, slot: Slot) -> bool:
+        """Whether a priced ``slot`` survived what :meth:`after` and :meth:`cannot_serve` ruled
+        out since it was priced (the chain strategy drops its ranked keys instead)."""
+        if slot.provider in self._skip_providers:
+            return False
+        if (slot.provider, slot.model.id) in self._skip_targets:
+            return False
+        context = slot.model.context
+        return not self._min_context or (context is not None and context >= self._min_context)
+
+    def _open_slots(self, target: Target) -> tuple[Slot, ...]:
+        """The keys of ``target`` that pass the filters of the target and of the key's health;
+        what is left to check is each key's room."""
         provider = target.provider
         model = target.model
         if provider in self._skip_providers or (provider, model.id) in self._skip_targets:
-            return []
+            return ()
         set_aside = self._set_aside
         unfit = self._unfit(target)
         if unfit is not None:
             set_aside.append((target.name, None, Refusal(unfit, None)))
-            return []
+            return ()
         state = self._state
         ledger = state.ledger
         slots = state.topology.slots.get((provider, model.id), ())
         if ledger.cooldowns and ledger_.cooldown_of(ledger, target_scope(target), self._now):
             set_aside.extend((f"{target.name}#{slot.key_id}", slot, None) for slot in slots)
-            return []
+            return ()
         invalid = state.health.invalid
-        now, tokens = self._now, self._tokens
-        ranked: list[tuple[float, str, Slot]] = []
+        if not invalid:
+            return slots
+        healthy = []
         for slot in slots:
-            if invalid and slot.health_key in invalid:
+            if slot.health_key in invalid:
                 set_aside.append(
                     (f"{target.name}#{slot.key_id}", None, Refusal("invalid key", None))
                 )
-                continue
+            else:
+                healthy.append(slot)
+        return tuple(healthy)
+
+    def _rank(self, target: Target) -> list[Slot]:
+        """The keys of ``target`` that pass every filter, best last (for ``pop``)."""
+        set_aside = self._set_aside
+        ledger, now, tokens = self._state.ledger, self._now, self._tokens
+        ranked: list[tuple[float, str, Slot]] = []
+        for slot in self._open_slots(target):
             room = ledger_.headroom(ledger, slot, tokens, now)
             if room is None:
-                set_aside.append((f"{target.name}#{slot.key_id}", slot, None))
+                set_aside.append((f"{slot.name}#{slot.key_id}", slot, None))
             else:
                 # Most headroom first, ties by key id; keys of one target are unique.
                 ranked.append((room, slot.key_id, slot))

@@ -44,7 +44,7 @@ import httpx
 import trio
 
 from freellm.core.attempt import DEFAULT_BOUNDS, FINAL, Attempt, Bounds, Phase
-from freellm.core.catalog import ModelKind
+from freellm.core.catalog import ModelKind, Strategy
 from freellm.core.chat import ChatShape
 from freellm.core.dialects.openai import Usage
 from freellm.core.exchange import Effect, Exchange, Send, Start
@@ -155,6 +155,7 @@ class Dispatcher:
         *,
         session_header: str | None = None,
         request_id: str | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         """Answer one chat completion request, JSON or stream, success or error, to ``client``."""
         began = trio.current_time()
@@ -170,6 +171,7 @@ class Dispatcher:
             session=session,
             now=self.clock(),
             bounds=self.bounds,
+            strategy=strategy,
         )
         latencies: list[float] = []
         reply = _Reply(client)

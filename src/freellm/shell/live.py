@@ -1,4 +1,5 @@
-"""Settings that apply live: keys, their secrets, the chain and the unified key, from the store.
+"""Settings that apply live: keys, their secrets, the chain, the routing strategy and the unified
+key, from the store.
 
 Theory of operation
 -------------------
@@ -27,9 +28,11 @@ import logging
 from functools import partial
 from typing import Final
 
+import attrs
+
 from freellm.core import health as health_
 from freellm.core import router
-from freellm.core.catalog import Catalog, ConfigError, with_chain
+from freellm.core.catalog import Catalog, ConfigError, Strategy, with_chain
 from freellm.core.keys import Refused, clean_secret
 from freellm.core.router import Key, Topology
 from freellm.shell.secrets import SecretsError
@@ -37,12 +40,33 @@ from freellm.shell.state import StateHolder
 from freellm.shell.store import KeyRecord, Store
 from freellm.shell.vault_process import RemoteVault
 
-__all__ = ["UNIFIED_KEY_ID", "UNIFIED_KEY_SETTING", "LiveSettings", "health_of"]
+__all__ = [
+    "STRATEGY_SETTING",
+    "UNIFIED_KEY_ID",
+    "UNIFIED_KEY_SETTING",
+    "LiveSettings",
+    "health_of",
+    "with_strategy",
+]
 
 logger = logging.getLogger("freellm.settings")
 
 UNIFIED_KEY_SETTING: Final = "unified_key"
 UNIFIED_KEY_ID: Final = "unified"
+STRATEGY_SETTING: Final = "strategy"
+"""The routing strategy the dashboard chose (``chain`` or ``capacity``); absent: the config's."""
+
+
+def with_strategy(catalog: Catalog, stored: object) -> Catalog:
+    """``catalog`` with the strategy stored in the settings table, if it names one; a value
+    that names none (written by hand, or by a later version) leaves the config's."""
+    try:
+        strategy = Strategy(stored)
+    except ValueError:
+        return catalog
+    if strategy is catalog.settings.strategy:
+        return catalog
+    return attrs.evolve(catalog, settings=attrs.evolve(catalog.settings, strategy=strategy))
 
 
 def health_of(record: KeyRecord) -> health_.KeyHealth:
@@ -97,6 +121,7 @@ class LiveSettings:
         records = await self.store.list_keys()
         chain = await self.store.get_chain()
         named = await self.store.get_named_chains()
+        strategy = await self.store.get_setting(STRATEGY_SETTING)
         blob = await self.store.get_setting(UNIFIED_KEY_SETTING)
         if blob == self._unified_blob:
             blob = None  # unchanged: nothing to open
@@ -113,7 +138,7 @@ class LiveSettings:
         for record in records:
             if record.id in replaced:  # a new secret is a new key to health: it starts over
                 changed[record.provider, record.id] = None
-        topology = Topology(self._with_chains(chain, named), keys)
+        topology = Topology(with_strategy(self._with_chains(chain, named), strategy), keys)
         self.holder.apply(partial(router.reconfigure, topology=topology, health=changed))
         self._version = version
 

@@ -46,8 +46,12 @@ and the largest count that satisfies what is left is at least the schedule's:
   the pooled bound). Any schedule is an integral point of it, so ``floor`` of its optimum bounds
   the schedule. The keys of one provider have equal caps, so one variable per target stands for
   all its keys (splitting a solution evenly across them satisfies every key's counter); requests
-  of one minute with the same targets are grouped in buckets of at most ``LP_BUCKET`` counted at
-  the bucket's smallest tokens, which only loosens it.
+  of one minute with the same targets and nearly the same size are grouped in buckets of at most
+  ``LP_BUCKET``, each counted at the bucket's smallest tokens, which only loosens it, and by at
+  most ``LP_TOLERANCE`` (2%) of any member's tokens: a bucket holds requests whose prompt and
+  total are both within 2% of its smallest. (Buckets of any sizes, counted at their smallest,
+  made the bound up to twice what any router serves on token-capped keys: a minute's 16 requests
+  counted at the smallest of them.)
 
 ``bound.served`` is the least of these. Concurrency caps are left out (another relaxation).
 """
@@ -79,6 +83,8 @@ MINUTE: Final = 60.0
 DAY: Final = 86_400.0
 LP_BUCKET: Final = 16
 """The most requests of one minute, with the same targets, one LP variable stands for."""
+LP_TOLERANCE: Final = 0.02
+"""How far above a bucket's smallest prompt and total its other requests' may be."""
 INF: Final = math.inf
 
 Row = tuple[int, bool, int, int, int, int, int]
@@ -437,6 +443,25 @@ def _how(
 # --- the LP relaxation --------------------------------------------------------------------------
 
 
+def _alike(members: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``members`` (total, prompt) in buckets of at most ``LP_BUCKET`` whose totals and prompts
+    are each within ``LP_TOLERANCE`` of the bucket's smallest."""
+    buckets: list[list[tuple[int, int]]] = []
+    for total, prompt in sorted(members):
+        for bucket in reversed(buckets[-4:]):  # sorted by total: only the last few can fit
+            low_total, low_prompt = bucket[0][0], min(p for _, p in bucket)
+            if (
+                len(bucket) < LP_BUCKET
+                and total <= low_total * (1 + LP_TOLERANCE)
+                and low_prompt <= prompt <= low_prompt * (1 + LP_TOLERANCE)
+            ):
+                bucket.append((total, prompt))
+                break
+        else:
+            buckets.append([(total, prompt)])
+    return buckets
+
+
 def _scipy_installed() -> bool:
     return importlib.util.find_spec("scipy") is not None
 
@@ -483,9 +508,7 @@ def _solve_lp(
     total_row = constraint(("total",), float(pooled))
     column = 0
     for (minute, spills, taken), members in buckets.items():
-        members.sort()
-        for start in range(0, len(members), LP_BUCKET):
-            part = members[start : start + LP_BUCKET]
+        for start, part in enumerate(_alike(members)):
             least_total = min(total for total, _ in part)
             least_prompt = min(prompt for _, prompt in part)
             bucket_row = constraint(("bucket", minute, spills, taken, start), float(len(part)))

@@ -2,8 +2,11 @@
 
 ``replay`` reads a trace, the catalog (the config file's, as the server would), and a key set:
 ``--keys PROVIDER=N ...``, else the enabled keys stored in the data dir (only their providers
-are read, never a secret). It replays the trace under freellm's policy (and the baselines with
-``--policy all``), computes the upper bound, and prints a table (a progress bar on a terminal),
+are read, never a secret). ``--sample F`` keeps about that fraction of the trace's
+conversations (drawn with ``--seed``), to bring its demand near what the keys can serve. It
+replays the trace under freellm's policy with the configured strategy (and with ``--policy all``
+the baselines, and freellm with its other strategy: ``freellm-chain`` or ``freellm-capacity``),
+computes the upper bound, and prints a table (a progress bar on a terminal),
 or one JSON object with ``--json``; ``--report out.html`` also writes a page with charts.
 ``--suggest`` replays once more per provider with one more key of it, and ranks them.
 """
@@ -18,7 +21,7 @@ from typing import Final, TextIO
 
 import trio
 
-from freellm.core.catalog import Catalog
+from freellm.core.catalog import Catalog, Strategy
 from freellm.shell.config import load_catalog
 from freellm.shell.store import open_store
 from freellm.sim.bounds import upper_bound
@@ -89,13 +92,16 @@ async def run_replay(
     suggest: bool,
     as_json: bool,
     report: Path | None,
+    sample: float | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
     catalog = load_catalog(config)
     try:
         trace = load_trace(trace_path, format)
-    except (OSError, TraceError) as exc:
+        if sample is not None:
+            trace = trace.subsample(sample, seed)
+    except (OSError, TraceError, ValueError) as exc:
         raise ReplayError(str(exc)) from None
     key_set = parse_keys(keys, catalog) if keys else await stored_keys(data_dir, catalog)
     if not key_set:
@@ -107,7 +113,12 @@ async def run_replay(
     main = await _one(trace, catalog, key_set, "freellm", mode, speed, seed, show)
     baselines: dict[str, Result] = {}
     if policy == "all":
-        for name in POLICIES[1:]:
+        other = (
+            "freellm-chain"
+            if catalog.settings.strategy is Strategy.CAPACITY
+            else "freellm-capacity"
+        )
+        for name in (other, *POLICIES[1:]):
             baselines[name] = await _one(trace, catalog, key_set, name, "core", speed, seed, show)
     elif policy != "freellm":
         baselines[policy] = await _one(trace, catalog, key_set, policy, "core", speed, seed, show)

@@ -17,6 +17,10 @@ shares and replaces, as the server's state holder does. Only the upstream differ
 :class:`~freellm.sim.fleet.Fleet` of simulated providers answers each attempt with the bytes the
 provider would send, enforcing its *true* caps, after the time its latency model says.
 
+freellm's policy routes with the strategy of the catalog (``[router] strategy``);
+``freellm-chain`` and ``freellm-capacity`` are the same policy with that strategy forced, so the
+two strategies compare on the same trace, keys and fleet.
+
 Other policies (the baselines of :mod:`freellm.sim.baselines`) are processes too, with the same
 :class:`Context`: the same fleet, clock and :class:`Tally`, so their figures compare one to one.
 
@@ -48,7 +52,7 @@ import attrs
 
 from freellm.core import quotas as quotas_
 from freellm.core.attempt import FINAL, Phase
-from freellm.core.catalog import Catalog
+from freellm.core.catalog import Catalog, Strategy
 from freellm.core.chat import ChatShape
 from freellm.core.exchange import Effect, Exchange, Send, Start
 from freellm.core.router import Key, RouterState, Topology
@@ -58,6 +62,7 @@ from freellm.sim.trace import Trace, TraceRequest
 
 __all__ = [
     "EPOCH",
+    "FREELLM_POLICIES",
     "Context",
     "Policy",
     "Result",
@@ -72,6 +77,12 @@ EPOCH: Final = 1_767_268_800.0
 """Where virtual time starts: 2026-01-01 12:00 UTC (a trace's ``at`` is added to it)."""
 MINUTE: Final = 60.0
 PROGRESS_EVERY: Final = 500
+FREELLM_POLICIES: Final = {
+    "freellm": None,
+    "freellm-chain": Strategy.CHAIN,
+    "freellm-capacity": Strategy.CAPACITY,
+}
+"""freellm's own policies: the configured strategy, or one forced."""
 
 Process = Generator[float, None, None]
 
@@ -213,6 +224,7 @@ class Result:
     ttft_ms: Mapping[str, float | None]
     timeline: tuple[Mapping[str, Any], ...]
     seconds: float
+    strategy: str | None = None  # freellm's routing strategy, when the policy is freellm's
 
     @property
     def served_fraction(self) -> float:
@@ -452,8 +464,11 @@ def replay(
     """
     ids = key_ids(keys)
     make = fleet or (lambda c, k: Fleet(c, k, seed=seed))
+    forced = FREELLM_POLICIES.get(policy)
+    if forced is not None:
+        catalog = attrs.evolve(catalog, settings=attrs.evolve(catalog.settings, strategy=forced))
     context = Context(catalog, ids, make(catalog, ids))
-    if policy == "freellm":
+    if policy in FREELLM_POLICIES:
         topology = Topology(
             catalog,
             [
@@ -470,4 +485,7 @@ def replay(
         process = BASELINES[policy]
     started = time.perf_counter()
     run(context, trace, process, progress=progress, every_minute=_capacity)
-    return context.tally.result(policy=policy, mode="core", seconds=time.perf_counter() - started)
+    result = context.tally.result(policy=policy, mode="core", seconds=time.perf_counter() - started)
+    if policy in FREELLM_POLICIES:
+        result = attrs.evolve(result, strategy=catalog.settings.strategy.value)
+    return result

@@ -87,8 +87,11 @@ def _row(result: Result, bound: int) -> tuple[str, ...]:
     share = f"{result.served_fraction:.1%}"
     of_bound = f"{result.served / bound:.1%}" if bound else "-"
     p50 = result.latency_ms.get("p50")
+    name = result.policy
+    if name == "freellm" and result.strategy is not None:
+        name = f"freellm ({result.strategy})"
     return (
-        result.policy,
+        name,
         f"{result.served:,}",
         share,
         of_bound,

@@ -17,13 +17,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from freellm.core import quotas as quotas_
-from freellm.core.catalog import AUTO, CHAIN_NAME, ConfigError, ModelKind, with_chain
+from freellm.core.catalog import AUTO, CHAIN_NAME, ConfigError, ModelKind, Strategy, with_chain
 from freellm.core.keys import Refused, clean_label, clean_secret
 from freellm.core.presets import PRESETS, preset
 from freellm.core.router import Key
 from freellm.core.wire import error_body
 from freellm.shell import analytics as analytics_
-from freellm.shell.live import UNIFIED_KEY_ID, UNIFIED_KEY_SETTING
+from freellm.shell.live import STRATEGY_SETTING, UNIFIED_KEY_ID, UNIFIED_KEY_SETTING
 from freellm.shell.logins import COOKIE, Login, Throttled
 from freellm.shell.probes import check_key
 from freellm.shell.runtime import Runtime
@@ -240,6 +240,30 @@ def register_api(quart: QuartTrio, runtime: Runtime) -> None:
         await settings.load()
         return _json(await _chain_data(runtime, None))
 
+    # --- routing strategy --------------------------------------------------------------------
+
+    @quart.get("/api/strategy")
+    async def strategy() -> Response:
+        return _json(await _strategy_data(runtime))
+
+    @quart.put("/api/strategy")
+    async def set_strategy() -> Response:
+        try:
+            body = json.loads(await _body())
+        except ValueError:
+            return error_response(400, "The body is not JSON.")
+        if not isinstance(body, dict) or set(body) != {"strategy"}:
+            return error_response(400, 'The body is {"strategy": ...}, nothing else.')
+        value = body["strategy"]
+        if value is not None and value not in STRATEGIES:
+            choices = " or ".join(f"`{choice}`" for choice in STRATEGIES)
+            return error_response(
+                400, f"`strategy` must be {choices} (or null for the config's).", param="strategy"
+            )
+        await store.set_setting(STRATEGY_SETTING, value)
+        await settings.load()
+        return _json(await _strategy_data(runtime))
+
     @quart.get("/api/catalog")
     async def catalog() -> Response:
         state = runtime.holder.state
@@ -433,6 +457,21 @@ def _model_data(provider: str, model: Any) -> dict[str, Any]:
         "reasoning": model.reasoning,
         "kind": model.kind.value,
         "dimensions": model.dimensions,
+    }
+
+
+STRATEGIES: Final = tuple(member.value for member in Strategy)
+
+
+async def _strategy_data(runtime: Runtime) -> dict[str, Any]:
+    """The strategy in use, where it comes from (the dashboard's choice, else the config's),
+    and the choices."""
+    stored = await runtime.store.get_setting(STRATEGY_SETTING)
+    return {
+        "strategy": runtime.holder.state.catalog.settings.strategy.value,
+        "source": "dashboard" if stored in STRATEGIES else "config",
+        "config": runtime.settings.catalog.settings.strategy.value,
+        "choices": list(STRATEGIES),
     }
 
 

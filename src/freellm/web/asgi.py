@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import trio
 
+from freellm.core.catalog import Strategy
 from freellm.core.doors import DoorError
 from freellm.core.wire import error_body
 
@@ -28,6 +29,7 @@ __all__ = [
     "header",
     "json_response",
     "openai_errors",
+    "requested_strategy",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -95,3 +97,20 @@ def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def requested_strategy(headers: list[tuple[bytes, bytes]]) -> Strategy | DoorError | None:
+    """The routing strategy a request asks for (``X-Freellm-Strategy``; ``None``: the
+    configured one), or the 400 for a value that names none."""
+    value = header(headers, b"x-freellm-strategy")
+    if value is None:
+        return None
+    try:
+        return Strategy(value.strip().lower())
+    except ValueError:
+        choices = " or ".join(f"`{member.value}`" for member in Strategy)
+        return DoorError(
+            400,
+            f"The X-Freellm-Strategy header must be {choices}, not {value!r}.",
+            param="X-Freellm-Strategy",
+        )

@@ -99,6 +99,7 @@ def create_dashboard(runtime: Runtime) -> QuartTrio:
             title=title,
             pages=PAGES,
             csrf_token=session.csrf_token if session else "",
+            strategy=runtime.holder.state.catalog.settings.strategy.value,
         )
 
     for path in PAGES:

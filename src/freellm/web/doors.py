@@ -34,6 +34,7 @@ from freellm.web.asgi import (
     header,
     json_response,
     openai_errors,
+    requested_strategy,
 )
 
 __all__ = ["Doors", "FacedClient"]
@@ -124,7 +125,7 @@ class Doors:
             await _error(send, translated, ids, errors)
             return
         face = messages_door.MessagesFace(translated, id=request_id, created=self._now())
-        await self._serve(scope, receive, send, request_id, translated, face)
+        await self._serve(scope, receive, send, request_id, translated, face, errors)
 
     async def count_tokens(
         self, scope: Scope, receive: Receive, send: Send, request_id: str
@@ -161,7 +162,7 @@ class Doors:
             return
         now = self._now()
         face = responses_door.ResponsesFace(translated, id=request_id, created=now, request=body)
-        await self._serve(scope, receive, send, request_id, translated, face)
+        await self._serve(scope, receive, send, request_id, translated, face, openai_errors)
         finished = face.finished()
         if finished is not None and responses_door.wants_store(body):
             response, conversation = finished
@@ -201,7 +202,7 @@ class Doors:
         encoding = body.get("encoding_format") or "float"
         translated = Translated(body, shape)
         face = _EmbeddingsFace(encoding, shape.prompt_tokens)
-        await self._serve(scope, receive, send, request_id, translated, face)
+        await self._serve(scope, receive, send, request_id, translated, face, openai_errors)
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -226,8 +227,13 @@ class Doors:
         request_id: str,
         translated: Translated,
         face: Face,
+        errors: ErrorWriter,
     ) -> None:
         shape: ChatShape = translated.shape
+        strategy = requested_strategy(scope["headers"])
+        if isinstance(strategy, DoorError):
+            await _error(send, strategy, _ids(request_id), errors)
+            return
         client = Client(send)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, client)
@@ -237,6 +243,7 @@ class Doors:
                 FacedClient(client, face),
                 session_header=header(scope["headers"], b"x-session-id"),
                 request_id=request_id,
+                strategy=strategy,
             )
             nursery.cancel_scope.cancel()
 

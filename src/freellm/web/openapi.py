@@ -462,6 +462,21 @@ def api_paths() -> dict[str, Any]:
                 **changes,
             ),
         },
+        "/api/strategy": {
+            "get": operation(
+                "How `auto` and model requests are routed: chain order, or by capacity",
+                {"200": answer(ref("Strategy")), **errors(401)},
+                operationId="getStrategy",
+                **reads,
+            ),
+            "put": operation(
+                "Set the routing strategy (null: back to the config's)",
+                {"200": answer(ref("Strategy")), **denied},
+                operationId="setStrategy",
+                requestBody=body(ref("StrategyUpdate")),
+                **changes,
+            ),
+        },
         "/api/catalog": {
             "get": operation(
                 "Providers, models, caps and capabilities, and the presets of a chain",

@@ -460,6 +460,23 @@ def api_schemas() -> dict[str, Schema]:
             "name",
             "chains",
         ),
+        "StrategyUpdate": obj(
+            {"strategy": nullable({"enum": ["chain", "capacity"]})},
+            "strategy",
+            additionalProperties=False,
+        ),
+        "Strategy": obj(
+            {
+                "strategy": {"enum": ["chain", "capacity"]},
+                "source": {"enum": ["dashboard", "config"]},
+                "config": {"enum": ["chain", "capacity"]},
+                "choices": array(STRING),
+            },
+            "strategy",
+            "source",
+            "config",
+            "choices",
+        ),
         "Catalog": obj(
             {
                 "providers": array(

@@ -30,6 +30,7 @@ from freellm.web.asgi import (
     header,
     json_response,
     openai_errors,
+    requested_strategy,
 )
 from freellm.web.doors import Doors
 
@@ -167,11 +168,20 @@ class V1:
             await json_response(send, 400, problem, ids)
             return
         session = header(scope["headers"], b"x-session-id")
+        strategy = requested_strategy(scope["headers"])
+        if isinstance(strategy, DoorError):
+            await json_response(send, 400, openai_errors(strategy), ids)
+            return
         client = Client(send)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, client)
             await self.dispatcher.serve(
-                shape, data, client, session_header=session, request_id=request_id
+                shape,
+                data,
+                client,
+                session_header=session,
+                request_id=request_id,
+                strategy=strategy,
             )
             nursery.cancel_scope.cancel()
 

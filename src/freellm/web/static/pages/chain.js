@@ -154,6 +154,14 @@ document.getElementById("new-chain").addEventListener("submit", async (event) =>
     await show(name);
   }
 });
+for (const radio of document.querySelectorAll('input[name="strategy"]')) {
+  radio.addEventListener("change", async () => {
+    const saved = await attempt(() => api("PUT", "/api/strategy", { strategy: radio.value }));
+    if (saved) say(`Routing by ${saved.strategy === "chain" ? "chain order" : "capacity"}. Saved.`);
+    const current = saved || await attempt(() => api("GET", "/api/strategy"));
+    if (current) for (const r of document.querySelectorAll('input[name="strategy"]')) r.checked = r.value === current.strategy;
+  });
+}
 
 (async () => {
   catalogData = await attempt(() => api("GET", "/api/catalog"));

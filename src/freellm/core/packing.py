@@ -1,0 +1,142 @@
+"""The capacity strategy: send a request where it costs the least of what is left.
+
+Theory of operation
+-------------------
+Free tiers mix request caps and token caps, per minute and per day. Walking the fallback chain
+in order (the ``chain`` strategy) spends the first entry's budget on whatever comes: a key capped
+at 100k tokens a day goes in minutes on 7,000-token prompts that a key capped at 250 requests a
+day would have taken at no extra cost, and then the small requests that only fit the first key
+find it empty. Which request goes where decides how many requests the same keys serve.
+
+The ``capacity`` strategy prices every candidate slot that passed every filter by what this
+request would take of it: for each cap, the request's cost (1 request, or its tokens) over what
+is left of that cap before it. The tightest cap decides (the largest share): a request that takes
+a tenth of what is left of one cap ends that key's day ten requests sooner, whatever its other
+caps say. Day caps and minute caps are priced apart and weighed differently:
+
+    price = day share + MINUTE_WEIGHT x minute share
+
+A day budget does not come back until its reset, so spending it is what costs later requests; a
+minute budget refills within a minute, so spending it costs only the next few seconds' requests.
+``MINUTE_WEIGHT`` (a tenth) keeps a nearly full minute from being free, so a burst spreads over
+keys instead of waiting on one, without letting minute caps outvote the day. A slot with no
+known cap costs nothing, and one whose only caps are per minute costs only their weighted share:
+renewable capacity is used before scarce capacity.
+
+The chain still means something: the user put the models they prefer first. A candidate's score
+is its price plus :func:`preference`, ``PREFERENCE_STEP`` (0.01) per chain position, at most
+``PREFERENCE_MAX`` (0.05). So an earlier entry wins unless a later one costs at least one point of
+its tightest remaining budget less per position between them, and never more than five points:
+a request that would take 5% more of what is left of some budget on the preferred model is
+exactly the request that empties it early, and a preference stronger than that is what the
+``chain`` strategy is for. Equal scores keep chain order, then key id (deterministic).
+
+The bound also keeps planning lazy. Prices are never negative, so no target at chain position
+``i`` or later can score below ``preference(i)``; the plan prices targets in chain order and
+yields the best candidate as soon as no target left can beat it. While the first entry has room
+(it usually has: a fresh day budget of 1,000 requests prices a request at 0.001), a plan looks
+at one or two targets, as the chain strategy does.
+
+A sticky session's model is not priced against the others: while it has room it goes first, as
+in the chain strategy (a conversation that changes models mid-way costs more than any budget).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from freellm.core.catalog import Strategy
+from freellm.core.ledger import Ledger, Slot, Usage
+
+__all__ = [
+    "MINUTE_WEIGHT",
+    "PREFERENCE_MAX",
+    "PREFERENCE_STEP",
+    "Strategy",
+    "preference",
+    "price",
+]
+
+
+MINUTE_WEIGHT: Final = 0.1
+"""How much a share of a minute budget weighs against the same share of a day budget."""
+PREFERENCE_STEP: Final = 0.01
+"""What one chain position is worth, in shares of the tightest remaining budget."""
+PREFERENCE_MAX: Final = 0.05
+"""The most chain order can be worth: five positions' worth."""
+
+
+def preference(position: int) -> float:
+    """The score added for chain position ``position`` (0 is the first): the chain as a bounded
+    preference. Never decreasing, so it is also the least score any later position can have."""
+    return min(position * PREFERENCE_STEP, PREFERENCE_MAX)
+
+
+def price(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | None:
+    """What one request of ``tokens`` would take of ``slot``'s remaining budgets, or ``None``
+    when ``slot`` cannot take it at all (the very verdict of :func:`freellm.core.ledger.headroom`:
+    the same cooldowns, caps, concurrency and provider-reported limits).
+
+    This runs for every key of every target a capacity plan looks at, so, like ``headroom``, it
+    is written out for speed.
+    """
+    cooldowns = ledger.cooldowns
+    if cooldowns:
+        cooldown = cooldowns.get(slot.scope)
+        if cooldown is not None and cooldown.until > now:
+            return None
+        cooldown = cooldowns.get(slot.key_scope)
+        if cooldown is not None and cooldown.until > now:
+            return None
+    caps = slot.model.caps
+    usage = ledger.usage.get(slot.usage_key)
+    if usage is None:
+        if caps.empty:
+            return 0.0
+        usage = Usage.fresh(slot.daily_reset)
+    cap = caps.concurrency
+    if cap is not None and usage.inflight >= cap:
+        return None
+
+    minute = day = 0.0
+    rpm, tpm, rpd, tpd = caps.rpm, caps.tpm, caps.rpd, caps.tpd
+    if rpm is not None or tpm is not None:
+        used_requests, used_tokens = usage.minute.totals(now)
+        if rpm is not None:
+            left = rpm - used_requests
+            if left < 1:
+                return None
+            minute = 1 / left
+        if tpm is not None:
+            left = tpm - used_tokens
+            if left < tokens:
+                return None
+            if tokens and tokens / left > minute:
+                minute = tokens / left
+    if rpd is not None or tpd is not None:
+        used_requests, used_tokens = usage.day.totals(now)
+        if rpd is not None:
+            left = rpd - used_requests
+            if left < 1:
+                return None
+            day = 1 / left
+        if tpd is not None:
+            left = tpd - used_tokens
+            if left < tokens:
+                return None
+            if tokens and tokens / left > day:
+                day = tokens / left
+
+    for limit in usage.limits:
+        if limit.until <= now:
+            continue
+        cost = 1 if limit.dimension == "requests" else tokens
+        if limit.remaining < cost:
+            return None
+        if cost:
+            share = cost / limit.remaining
+            if limit.window == "day":
+                day = max(day, share)
+            else:  # a minute, or a window the provider did not name: assume it refills
+                minute = max(minute, share)
+    return day + MINUTE_WEIGHT * minute
