@@ -451,6 +451,9 @@ def test_fields_that_ask_nothing_of_a_free_tier_are_ignored() -> None:
         ({"stream": "yes"}, "stream"),
         ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
         ({"thinking": {"type": "maybe"}}, "thinking.type"),
+        ({"thinking": {"type": ["enabled"]}}, "thinking.type"),  # unhashable: no set lookup
+        ({"output_config": {"effort": {}}}, "output_config.effort"),
+        ({"tools": [WEATHER], "tool_choice": {"type": ["any"]}}, "tool_choice.type"),
         ({"output_config": {"effort": "huge"}}, "output_config.effort"),
         ({"output_config": {"format": {"type": "json_object"}}}, "output_config.format.type"),
         ({"container": "cntr_1"}, "container"),
@@ -517,6 +520,14 @@ def test_bad_or_unsupported_fields_are_refused_by_their_path(
         (
             user([{"type": "image", "source": {**PNG, "media_type": "image/tiff"}}]),
             "messages.0.content.0.source.media_type",
+        ),
+        (
+            user([{"type": "image", "source": {**PNG, "media_type": ["image/png"]}}]),
+            "messages.0.content.0.source.media_type",
+        ),
+        (
+            user([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": ["text"]}]}]),
+            "messages.0.content.0.content.0.type",
         ),
         (
             user([{"type": "image", "source": {**PNG, "data": ""}}]),
@@ -1073,6 +1084,68 @@ def test_the_first_tool_call_streams_and_interleaved_ones_are_held_whole() -> No
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
 
 
+def test_calls_one_after_another_each_stream_as_they_come() -> None:
+    events = stream_events(
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]}),
+            chunk({"tool_calls": [{"index": 1, "id": "c1", "function": {"name": "g"}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"b"'}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": " "}}]}),  # too late
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": ":2}"}}]}),
+            chunk({}, "tool_calls"),
+        ]
+    )
+    blocks = [(e["type"], e["index"], e.get("delta")) for e in events[2:-2]]
+    assert blocks == [
+        ("content_block_start", 0, None),
+        ("content_block_delta", 0, {"type": "input_json_delta", "partial_json": '{"a":1}'}),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, None),
+        ("content_block_delta", 1, {"type": "input_json_delta", "partial_json": '{"b"'}),
+        ("content_block_delta", 1, {"type": "input_json_delta", "partial_json": ":2}"}),
+        ("content_block_stop", 1, None),
+    ]
+
+
+def test_text_after_an_unfinished_call_is_held_and_after_a_whole_one_streams() -> None:
+    held = stream_events(
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f"}}]}),
+            chunk({"content": "and"}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+            chunk({"content": " more"}),
+            chunk({}, "tool_calls"),
+        ]
+    )
+    assert [(e["type"], e.get("delta")) for e in held[2:-2]] == [
+        ("content_block_start", None),
+        ("content_block_delta", {"type": "input_json_delta", "partial_json": "{}"}),
+        ("content_block_stop", None),
+        ("content_block_start", None),
+        ("content_block_delta", {"type": "text_delta", "text": "and more"}),
+        ("content_block_stop", None),
+    ]
+    live = stream_events(
+        [
+            chunk({"tool_calls": [{"index": 0, "id": "c0", "function": {"name": "f"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+            chunk({"content": "and"}),
+            chunk({"content": " more"}),
+            chunk({}, "tool_calls"),
+        ]
+    )
+    assert [e.get("delta", {}).get("text") for e in live[2:-2]] == [
+        None,
+        None,
+        None,
+        None,
+        "and",
+        " more",
+        None,
+    ]
+
+
 def test_a_tool_call_without_a_name_yet_is_held_and_gets_an_id() -> None:
     events = stream_events(
         [
@@ -1297,3 +1370,77 @@ def test_translate_never_raises_on_any_json(body: Any) -> None:
     if isinstance(result, Translated):
         assert isinstance(counted, int)
         json.dumps(result.body)  # a body the chat path can send
+
+
+chunkish = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": json_values,
+        "usage": st.fixed_dictionaries(
+            {}, optional={"prompt_tokens": json_values, "completion_tokens": json_values}
+        )
+        | json_values,
+        "error": json_values,
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "delta": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "content": json_values,
+                            "reasoning": json_values,
+                            "tool_calls": st.lists(
+                                st.fixed_dictionaries(
+                                    {},
+                                    optional={
+                                        "index": st.integers(-1, 3) | json_values,
+                                        "id": json_values,
+                                        "function": st.fixed_dictionaries(
+                                            {},
+                                            optional={
+                                                "name": names | json_values,
+                                                "arguments": words | json_values,
+                                            },
+                                        )
+                                        | json_values,
+                                    },
+                                ),
+                                max_size=2,
+                            )
+                            | json_values,
+                        },
+                    )
+                    | json_values,
+                    "finish_reason": st.sampled_from(["stop", "length", "tool_calls"])
+                    | json_values,
+                    "stop_reason": json_values,
+                },
+            ),
+            max_size=2,
+        )
+        | json_values,
+    },
+)
+stream_events_anything = st.lists(
+    st.builds(lambda c: b"data: " + wire.dumps(c) + b"\n\n", chunkish | json_values)
+    | st.just(b"data: [DONE]\n\n")
+    | st.just(b'event: error\ndata: {"error":{"message":"x"}}\n\n')
+    | st.binary(max_size=20),
+    max_size=8,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(stream_events_anything, st.booleans())
+def test_a_face_never_raises_and_writes_only_anthropics_events(
+    events: list[bytes], stream: bool
+) -> None:
+    messages_face = face(request(stream=stream, stop_sequences=["END"]))
+    out = b"".join(messages_face.feed(event) for event in events) + messages_face.close()
+    written = events_of(out)
+    assert written  # an answer, or an error: never silence
+    if written[-1]["type"] != "error":
+        assert written[-1]["type"] == "message_stop"
+    assert all(e["type"] != "error" for e in written[:-1])
+    json.loads(messages_face.answer(200, b"".join(events)))

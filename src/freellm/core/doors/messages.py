@@ -56,15 +56,17 @@ chat usage, else the estimates.
 
 Streams: ``message_start`` (usage: the prompt's estimate) and ``ping`` at the first chunk; then
 content blocks in order of appearance, each opened by ``content_block_start`` and closed by
-``content_block_stop`` before the next starts: ``thinking_delta``, ``text_delta``, and
-``input_json_delta`` with the provider's argument pieces as they come, for the first tool call.
-Pieces of later tool calls (and any content after the first tool call) are held until the
-first call ends (its ``finish_reason``), then sent whole, one block each: some providers
-interleave the pieces of parallel calls, and a block cannot reopen. The JSON answer's rule for
-arguments that are not an object cannot apply to pieces already sent. At ``[DONE]``:
-``message_delta`` (``stop_reason``, the usage chunk's tokens, else the estimates) and
-``message_stop``. A failure mid-stream, or a stream cut before ``[DONE]``, is an ``error`` event
-(``api_error``), and nothing after it.
+``content_block_stop`` before the next starts, with ``thinking_delta``, ``text_delta`` and
+``input_json_delta`` pieces as they come (a tool call's are the provider's argument pieces).
+A block cannot reopen, and some providers interleave the pieces of parallel calls: so a tool
+call's block closes for the next block only once its arguments are a whole JSON value; until
+then, pieces of anything else are held, and sent whole, one block each, at the
+``finish_reason`` (pieces that come for a call after its arguments were whole are dropped: they
+could only break them). The JSON answer's rule for arguments that are not an object cannot apply
+to pieces already sent. A call whose first piece has no name is held until its name comes. At
+``[DONE]``: ``message_delta`` (``stop_reason``, the usage chunk's tokens, else the estimates)
+and ``message_stop``. A failure mid-stream, or a stream cut before ``[DONE]``, is an ``error``
+event (``api_error``), and nothing after it.
 
 Errors: ``{"type": "error", "error": {"type", "message"}}`` with freellm's message and status, the
 type by status: 400 ``invalid_request_error``, 401 ``authentication_error``, 403
@@ -78,7 +80,7 @@ not deserve.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final, TypeGuard
 
 import attrs
@@ -145,7 +147,9 @@ TOOL_CHOICES: Final = frozenset({"auto", "any", "tool", "none"})
 
 
 class _Refusal(Exception):
-    """A request this door refuses; caught in :func:`translate`, never let out."""
+    """A request this door refuses. The checks run many calls deep (a message, its blocks, a
+    tool result's parts); one exception, caught in :func:`_translate` and never let out, keeps
+    each check a line where threading a value back through every level would not."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(problem)
@@ -214,36 +218,8 @@ def _chat_body(body: object, *, count_only: bool) -> dict[str, Any]:
     elif not count_only:
         chat["max_tokens"] = max_tokens
 
-    stop = body.get("stop_sequences")
-    if stop is not None:
-        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-            raise _Refusal("stop_sequences", "must be an array of non-empty strings.")
-        if stop:
-            chat["stop"] = list(stop)
-    for field, high in (("temperature", 1), ("top_p", 1)):
-        value = body.get(field)
-        if value is not None:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 <= value <= high
-            ):
-                raise _Refusal(field, f"must be a number between 0 and {high}.")
-            chat[field] = value
-    top_k = body.get("top_k")
-    if top_k is not None:
-        if not _is_int(top_k) or top_k < 0:
-            raise _Refusal("top_k", "must be an integer >= 0.")
-        chat["top_k"] = top_k
-    metadata = body.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise _Refusal("metadata", "must be an object.")
-        user = metadata.get("user_id")
-        if user is not None and not isinstance(user, str):
-            raise _Refusal("metadata.user_id", "must be a string.")
-        if user:
-            chat["user"] = user
+    _sampling(body, chat)
+    _session(body, chat)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _Refusal("stream", "must be a boolean.")
@@ -268,6 +244,46 @@ def _chat_body(body: object, *, count_only: bool) -> dict[str, Any]:
     if body.get("tool_choice") is not None:
         _tool_choice(body["tool_choice"], names, chat)
     return chat
+
+
+def _sampling(body: Mapping[str, Any], chat: dict[str, Any]) -> None:
+    """``stop_sequences``, ``temperature``, ``top_p`` and ``top_k``, onto ``chat``."""
+    stop = body.get("stop_sequences")
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+            raise _Refusal("stop_sequences", "must be an array of non-empty strings.")
+        if stop:
+            chat["stop"] = list(stop)
+    for field in ("temperature", "top_p"):  # Anthropic's range for both
+        value = body.get(field)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise _Refusal(field, "must be a number between 0 and 1.")
+            chat[field] = value
+    top_k = body.get("top_k")
+    if top_k is not None:
+        if not _is_int(top_k) or top_k < 0:
+            raise _Refusal("top_k", "must be an integer >= 0.")
+        chat["top_k"] = top_k
+
+
+def _session(body: Mapping[str, Any], chat: dict[str, Any]) -> None:
+    """``metadata.user_id`` as ``user``: what names the session (the sticky model)."""
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _Refusal("metadata", "must be an object.")
+        user = metadata.get("user_id")
+        if user is not None and not isinstance(user, str):
+            raise _Refusal("metadata.user_id", "must be a string.")
+        if user:
+            chat["user"] = user
+
+
+def _among(value: object, options: Collection[str]) -> TypeGuard[str]:
+    """Whether ``value`` is one of ``options`` (a list or an object is never: unhashable,
+    it cannot even be looked up in a set)."""
+    return isinstance(value, str) and value in options
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -361,7 +377,7 @@ def _image(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     if kind == "base64":
         media_type = source.get("media_type")
         data = source.get("data")
-        if media_type not in IMAGE_TYPES:
+        if not _among(media_type, IMAGE_TYPES):
             raise _Refusal(
                 f"{where}.source.media_type", f"must be one of {', '.join(sorted(IMAGE_TYPES))}."
             )
@@ -401,7 +417,7 @@ def _tool_result(
             kind = part.get("type") if isinstance(part, dict) else None
             if isinstance(kind, str) and kind in REFUSED_BLOCKS:
                 raise _Refusal(f"{part_where}.type", f"`{kind}`: {REFUSED_BLOCKS[kind]}.")
-            if kind not in TOOL_RESULT_BLOCKS:
+            if not _among(kind, TOOL_RESULT_BLOCKS):
                 raise _Refusal(f"{part_where}.type", 'must be "text" or "image".')
             if kind == "text":
                 texts.append(_text(part, part_where))
@@ -486,7 +502,7 @@ def _tool(tool: object, path: str) -> dict[str, Any]:
 
 def _tool_choice(choice: object, names: list[str], chat: dict[str, Any]) -> None:
     kind = choice.get("type") if isinstance(choice, dict) else None
-    if not isinstance(choice, dict) or kind not in TOOL_CHOICES:
+    if not isinstance(choice, dict) or not _among(kind, TOOL_CHOICES):
         raise _Refusal("tool_choice.type", 'must be "auto", "any", "tool" or "none".')
     parallel = choice.get("disable_parallel_tool_use")
     if parallel is not None and not isinstance(parallel, bool):
@@ -511,7 +527,7 @@ def _thinking(thinking: object) -> str | None:
     if thinking is None:
         return None
     kind = thinking.get("type") if isinstance(thinking, dict) else None
-    if not isinstance(thinking, dict) or kind not in THINKING_TYPES:
+    if not isinstance(thinking, dict) or not _among(kind, THINKING_TYPES):
         raise _Refusal("thinking.type", f"must be one of {', '.join(sorted(THINKING_TYPES))}.")
     if kind == "disabled":
         return "disabled"
@@ -533,7 +549,7 @@ def _output_config(config: object, chat: dict[str, Any]) -> str | None:
     if not isinstance(config, dict):
         raise _Refusal("output_config", "must be an object.")
     effort = config.get("effort")
-    if effort is not None and effort not in EFFORTS:
+    if effort is not None and not _among(effort, EFFORTS):
         raise _Refusal("output_config.effort", f"must be one of {', '.join(EFFORTS)}.")
     format_ = config.get("format")
     if format_ is not None:
@@ -701,6 +717,7 @@ class _Call:
     position: int  # among the stream's tool calls, in order of appearance
     id: str | None = None
     name: str | None = None
+    closed: bool = False  # its block was sent and closed
 
 
 @attrs.define
@@ -709,18 +726,20 @@ class _Block:
 
     kind: str  # "text", "thinking" or "tool_use"
     call: _Call | None = None
-    pieces: list[str] = attrs.field(factory=list)
+    pieces: list[str] = attrs.field(factory=list)  # a held block's, or a live tool call's
 
 
 class MessagesFace:
     """One Messages request's answer, from the chat path's bytes (see the module's docstring).
 
     Theory of operation: a stream is folded event by event. The first chunk sends
-    ``message_start``; every piece of content goes to the ``live`` block when it is of the same
-    kind (and the same tool call), else closes it and opens a new one; from the first tool call
-    on, pieces for any other block are held and sent at the ``finish_reason`` (or the end), one
-    whole block each. ``[DONE]`` sends ``message_delta`` and ``message_stop``; an ``error`` event,
-    or :meth:`close` before ``[DONE]``, sends Anthropic's ``error`` event. After either, nothing.
+    ``message_start``. A piece of content goes to the ``live`` block when it is of the same kind
+    (and the same tool call); else, when nothing is held and the live block is whole (not a tool
+    call whose arguments are still an unfinished JSON value), the live block closes and the
+    piece opens a new one; else it is held. Held blocks are sent whole at the ``finish_reason``
+    (or ``[DONE]``), after the live one closes. ``[DONE]`` sends ``message_delta`` and
+    ``message_stop``; an ``error`` event, or :meth:`close` before ``[DONE]``, sends Anthropic's
+    ``error`` event. After either, nothing.
     """
 
     def __init__(self, translated: Translated, *, id: str, created: int) -> None:
@@ -734,7 +753,6 @@ class MessagesFace:
         self._finished = False
         self._index = -1  # the content block index last opened
         self._live: _Block | None = None
-        self._holding = False
         self._held: list[_Block] = []
         self._calls: dict[int, _Call] = {}
         self._text_tail = ""  # the text's last characters, as long as the longest stop sequence
@@ -803,7 +821,7 @@ class MessagesFace:
             chunk = json.loads(event.data)
         except ValueError:
             chunk = None
-        if event.event == "error" or (isinstance(chunk, dict) and "error" in chunk):
+        if event.event == "error" or (isinstance(chunk, dict) and chunk.get("error") is not None):
             error = openai_error(200, event.data.encode())
             self._fail(error.message, out)
             return
@@ -884,15 +902,19 @@ class MessagesFace:
             self._text_tail = (self._text_tail + text)[-self._tail :]
         live = self._live
         if live is not None and live.kind == kind and live.call is call:
+            if call is not None:
+                live.pieces.append(text)
             self._send_piece(live, text, out)
             return
-        if not self._holding and (call is None or call.name is not None):
+        if call is not None and call.closed:
+            return  # more for a call whose arguments were whole: they could only break them
+        if not self._held and self._live_is_whole() and (call is None or call.name is not None):
             self._close_live(out)
             self._live = self._open(kind, call, out)
+            if call is not None:
+                self._live.pieces.append(text)
             self._send_piece(self._live, text, out)
-            self._holding = call is not None
             return
-        self._holding = True
         held = self._held[-1] if self._held else None
         if call is not None:
             held = next((block for block in self._held if block.call is call), None)
@@ -902,6 +924,18 @@ class MessagesFace:
             held = _Block(kind, call)
             self._held.append(held)
         held.pieces.append(text)
+
+    def _live_is_whole(self) -> bool:
+        """Whether the live block can be closed for another: any but a tool call whose
+        arguments are not yet a whole JSON value (its next pieces may still come)."""
+        live = self._live
+        if live is None or live.call is None:
+            return True
+        try:
+            json.loads("".join(live.pieces))
+        except ValueError:
+            return False
+        return True
 
     def _open(self, kind: str, call: _Call | None, out: list[bytes]) -> _Block:
         self._index += 1
@@ -936,6 +970,8 @@ class MessagesFace:
     def _close_live(self, out: list[bytes]) -> None:
         if self._live is not None:
             _send(out, {"type": "content_block_stop", "index": self._index})
+            if self._live.call is not None:
+                self._live.call.closed = True
             self._live = None
 
     def _flush(self, out: list[bytes]) -> None:
@@ -945,6 +981,8 @@ class MessagesFace:
             self._open(block.kind, block.call, out)
             self._send_piece(block, "".join(block.pieces), out)
             _send(out, {"type": "content_block_stop", "index": self._index})
+            if block.call is not None:
+                block.call.closed = True
         self._held = []
 
     def _done(self, out: list[bytes]) -> None:
