@@ -450,6 +450,71 @@ async def test_a_bearer_key_and_any_anthropic_version_are_accepted(tmp_path: Pat
         await bearer.close()
 
 
+async def test_a_coding_agents_request_streams_through(tmp_path: Path) -> None:
+    """What a coding agent sends: cached system blocks and tools, beta headers, a session in
+    ``metadata.user_id``, earlier turns with thinking and tool results, and a stream."""
+    cached: Any = {"type": "ephemeral"}
+    async with serving(tmp_path / "data", [GROQ]) as (fakes, proxy):
+        client = async_client(
+            proxy, default_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"}
+        )
+        async with client.messages.stream(
+            model="claude-opus-4-1",
+            max_tokens=32000,
+            system=[
+                {"type": "text", "text": "You are a coding agent.", "cache_control": cached},
+                {"type": "text", "text": "Work in /repo."},
+            ],
+            tools=[{**WEATHER, "cache_control": cached}],
+            metadata={"user_id": "user_abc_account__session_42"},
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Check Paris."}]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "Use the tool.", "signature": "s1"},
+                        {
+                            "type": "tool_use",
+                            "id": "toolu_1",
+                            "name": "get_weather",
+                            "input": {"city": "Paris"},
+                        },
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "toolu_1",
+                            "content": [{"type": "text", "text": "18 C"}],
+                        },
+                        {"type": "text", "text": "Summarise.", "cache_control": cached},
+                    ],
+                },
+            ],
+        ) as stream:
+            final = await stream.get_final_message()
+        assert final.stop_reason == "end_turn"
+        assert text_of(final) == "fake-groq says: Summarise."
+        await client.close()
+        sent = fakes[0].requests[-1].body
+        assert sent["user"] == "user_abc_account__session_42"
+        assert [m["role"] for m in sent["messages"]] == [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "user",
+        ]
+        assert sent["messages"][0]["content"] == "You are a coding agent.\n\nWork in /repo."
+        assert sent["messages"][3] == {
+            "role": "tool",
+            "tool_call_id": "toolu_1",
+            "content": "18 C",
+        }
+
+
 async def test_a_mid_stream_failure_is_an_error_event_the_sdk_raises(tmp_path: Path) -> None:
     async with serving(tmp_path / "data", [GROQ]) as (fakes, proxy):
         fakes[0].faults.next(1, FaultKind.MIDSTREAM_ERROR, chunks=2)
