@@ -93,9 +93,32 @@ async def test_demo_answers_the_curl_it_prints() -> None:
                 assert native.status_code == 200, native.text
                 assert native.headers["x-routed-via"] == model
                 assert native.json()["choices"][0]["message"]["content"].endswith("says: Hello!")
+            base = url.group(1).removesuffix("/chat/completions")
+            bearer = {"authorization": f"Bearer {key.group(1)}"}
+            assert "/v1/embeddings" in printed
+            vectors = await client.post(
+                f"{base}/embeddings", headers=bearer, json={"model": "auto", "input": ["a", "b"]}
+            )
+            assert vectors.status_code == 200, vectors.text
+            assert vectors.json()["model"] == "gemini-embedding-001"
+            assert [item["index"] for item in vectors.json()["data"]] == [0, 1]
+            message = await client.post(
+                f"{base}/messages",
+                headers={"x-api-key": key.group(1), "anthropic-version": "2023-06-01"},
+                json={
+                    "model": "claude-sonnet-4-5",  # routes as auto
+                    "max_tokens": 64,
+                    "messages": USER,
+                    "metadata": {"user_id": "a new conversation"},  # no sticky model yet
+                },
+            )
+            assert message.status_code == 200, message.text
+            assert message.json()["content"][0]["text"] == "fake-groq says: Hello!"
     finally:
         assert await stop(process) == 0
 
+
+USER = [{"role": "user", "content": "Hello!"}]
 
 SERVER_MODULES = """
 import sys, trio

@@ -284,6 +284,12 @@ DEMO_PROVIDERS = {
 }
 
 
+DEMO_EMBEDDINGS = {
+    # provider: an embedding model its fake serves too (the bundled catalog's entry and caps)
+    "google": ("gemini-embedding-001", {"rpm": 100, "rpd": 1000, "tpm": 30000}),
+    "cohere": ("embed-v4.0", {"rpm": 20, "rpd": 33}),
+}
+
 DEMO_BODY = '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}'
 
 
@@ -299,10 +305,12 @@ async def demo(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             config = []
             for provider, (flavor, model, caps) in DEMO_PROVIDERS.items():
+                models = {model: FakeCaps(**caps)}
+                if provider in DEMO_EMBEDDINGS:
+                    embedding, embedding_caps = DEMO_EMBEDDINGS[provider]
+                    models[embedding] = FakeCaps(**embedding_caps)
                 fake = await stack.enter_async_context(
-                    open_fake_provider(
-                        flavor, keys=[f"demo-{provider}-key"], models={model: FakeCaps(**caps)}
-                    )
+                    open_fake_provider(flavor, keys=[f"demo-{provider}-key"], models=models)
                 )
                 cap_lines = "".join(f"{name} = {value}\n" for name, value in caps.items())
                 config.append(
@@ -341,6 +349,10 @@ async def demo(args: argparse.Namespace) -> int:
             print(
                 'Gemini\'s and Cohere\'s own APIs answer for "model": "google/gemini-2.5-flash" '
                 'or "cohere/command-a-03-2025".'
+            )
+            print(
+                "The same key answers /v1/messages (Anthropic's SDK), /v1/responses and "
+                '/v1/embeddings ("model": "auto" is Gemini\'s gemini-embedding-001 there).'
             )
             print(f"The dashboard is at {url}/ (log in with the key above).")
             print("Ctrl-C stops it.", flush=True)
