@@ -340,7 +340,7 @@ def test_tool_choice_maps_to_openais(choice: dict[str, Any], expected: dict[str,
     assert {k: chat[k] for k in ("tool_choice", "parallel_tool_calls") if k in chat} == expected
 
 
-def test_tool_choice_auto_or_none_without_tools_sends_none() -> None:
+def test_tool_choice_auto_or_none_without_tools_sends_no_tool_choice() -> None:
     for kind in ("auto", "none"):
         assert "tool_choice" not in translated(request(tool_choice={"type": kind}))
 

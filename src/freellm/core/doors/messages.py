@@ -50,9 +50,10 @@ arguments: empty arguments are ``{}``, and arguments that are not a JSON object 
 wrote instead of running the tool with nothing); ``stop_reason`` ``tool_use`` when there are tool
 calls, ``max_tokens`` for ``length``, ``refusal`` for ``content_filter``, ``stop_sequence`` when the
 provider says which stop sequence matched (vLLM's ``stop_reason``, SGLang's ``matched_stop``) or
-the text ends with one (providers that keep it), else ``end_turn``: most providers strip the stop
-sequence and do not say, so a stop sequence usually reads as ``end_turn``; ``usage`` from the
-chat usage, else the estimates.
+the text ends with one (providers that keep it; the text keeps it too, as a stream's text
+already sent would), else ``end_turn``: most providers strip the stop sequence and do not say,
+so a stop sequence usually reads as ``end_turn``; ``usage`` from the chat usage, else the
+estimates.
 
 Streams: ``message_start`` (usage: the prompt's estimate) and ``ping`` at the first chunk; then
 content blocks in order of appearance, each opened by ``content_block_start`` and closed by
