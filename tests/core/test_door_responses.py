@@ -400,6 +400,7 @@ def test_errors_are_openai_shaped() -> None:
         }
     }
     assert not_found("resp_1").status == 404
+    assert not_found("resp_1", param="previous_response_id").param == "previous_response_id"
 
 
 # --- answers ------------------------------------------------------------------------------------

@@ -122,9 +122,11 @@ def wants_store(body: object) -> bool:
     return isinstance(body, dict) and body.get("store", True) is not False
 
 
-def not_found(response_id: str) -> DoorError:
-    """The 404 for a response id that is not stored (never was, was deleted, or was pruned)."""
-    return DoorError(404, f"Response with id '{response_id}' not found.", param="response_id")
+def not_found(response_id: str, *, param: str = "response_id") -> DoorError:
+    """The 404 for a response id that is not stored (never was, was deleted, was pruned, or
+    was made with ``store: false``); ``param`` names where the id came from
+    (``previous_response_id`` for a conversation continued from it)."""
+    return DoorError(404, f"Response with id '{response_id}' not found.", param=param)
 
 
 def error_body(error: DoorError) -> bytes:
@@ -667,7 +669,7 @@ class ResponsesFace:
                 if isinstance(part, dict) and isinstance(part.get("text"), str)
             )
         text = content if isinstance(content, str) else ""
-        refusal = message.get("refusal")
+        refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else ""
         calls = [
             call
             for call in message.get("tool_calls") or ()
@@ -675,11 +677,11 @@ class ResponsesFace:
         ]
         output: list[dict[str, Any]] = []
         status = "incomplete" if self._finish == "length" else "completed"
-        if text or isinstance(refusal, str) or not calls:
+        if text or refusal or not calls:
             item = _Item("message", self._item_id("msg", 0), 0)
             item.pieces.append(text)
             value = item.value(status)
-            if isinstance(refusal, str) and refusal:
+            if refusal:
                 if not text:
                     value["content"] = []
                 value["content"].append({"type": "refusal", "refusal": refusal})
