@@ -270,6 +270,8 @@ async def test_a_stream_of_text_deltas_and_its_final_response(
         final = events[-1].response
         assert deltas == final.output_text != ""
         assert final.usage is not None
+        # Stored before the bytes that finish it went out: retrievable at once.
+        assert (await client.responses.retrieve(final.id)).output_text == deltas
 
         async with client.responses.stream(model="auto", input="A story") as stream:
             streamed = "".join(
@@ -304,6 +306,14 @@ async def test_a_streamed_function_call(door_proxy: Callable[[Door], Any], door:
         assert isinstance(call, ResponseFunctionToolCall)
         assert call.arguments == arguments
         assert "city" in json.loads(arguments)
+        # At once, as an agent does: the streamed turn is stored by the time it is read.
+        after = await create(
+            client,
+            previous_response_id=response.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}],
+            tools=[WEATHER],
+        )
+        assert after.output_text
         await client.close()
 
 
@@ -320,8 +330,10 @@ async def test_retrieve_then_delete(door_proxy: Callable[[Door], Any], door: Doo
             await client.responses.retrieve(response.id)
         with pytest.raises(openai.NotFoundError):
             await client.responses.delete(response.id)
-        with pytest.raises(openai.NotFoundError):
+        with pytest.raises(openai.NotFoundError) as caught:
             await create(client, previous_response_id=response.id, input="Go on")
+        assert isinstance(caught.value.body, dict)
+        assert caught.value.body["param"] == "previous_response_id"
         await client.close()
 
 

@@ -39,6 +39,7 @@ from freellm.web.asgi import (
 
 __all__ = ["Doors", "FacedClient"]
 
+Keep = Callable[[], Awaitable[None]]
 BodyReader = Callable[[Scope, Receive, Send, Headers, ErrorWriter], Awaitable[bytes | None]]
 STREAM_TYPE: Final = (b"content-type", b"text/event-stream")
 
@@ -48,11 +49,12 @@ class FacedClient:
     through :meth:`Face.feed` as they come; a JSON answer is held until its last byte, turned
     into the door's body, and sent with its new length. Status and every other header stay."""
 
-    __slots__ = ("_client", "_face", "_head", "_parts")
+    __slots__ = ("_client", "_face", "_head", "_keep", "_parts")
 
-    def __init__(self, client: Client, face: Face) -> None:
+    def __init__(self, client: Client, face: Face, keep: Keep | None = None) -> None:
         self._client = client
         self._face = face
+        self._keep = keep  # awaited before each write: what the door keeps is kept first
         self._head: tuple[int, Headers] | None = None  # a JSON answer's, until its body is in
         self._parts: list[bytes] = []
 
@@ -69,6 +71,8 @@ class FacedClient:
             if not more:
                 out += self._face.close()
             if out or not more:
+                if self._keep is not None:
+                    await self._keep()
                 await self._client.send(out, more=more)
             return
         self._parts.append(data)
@@ -78,6 +82,8 @@ class FacedClient:
         body = self._face.answer(status, b"".join(self._parts))
         headers = [(n, v) for n, v in headers if n != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
+        if self._keep is not None:
+            await self._keep()
         await self._client.start(status, headers)
         await self._client.send(body, more=False)
 
@@ -153,7 +159,8 @@ class Doors:
         if isinstance(previous_id, str):
             stored = await self.store.get_response(previous_id)
             if stored is None:
-                await _error(send, responses_door.not_found(previous_id), ids, openai_errors)
+                missing = responses_door.not_found(previous_id, param="previous_response_id")
+                await _error(send, missing, ids, openai_errors)
                 return
             previous = stored.conversation
         translated = responses_door.translate(body, previous=previous)
@@ -162,12 +169,22 @@ class Doors:
             return
         now = self._now()
         face = responses_door.ResponsesFace(translated, id=request_id, created=now, request=body)
-        await self._serve(scope, receive, send, request_id, translated, face, openai_errors)
-        finished = face.finished()
-        if finished is not None and responses_door.wants_store(body):
+        store = responses_door.wants_store(body)
+        kept = False
+
+        async def keep() -> None:
+            """Store the response once it is finished, before the bytes that finish it go
+            out: a client that reads response.completed may at once ask for it by id."""
+            nonlocal kept
+            finished = face.finished() if store and not kept else None
+            if finished is None:
+                return
+            kept = True
             response, conversation = finished
             with trio.CancelScope(shield=True):  # answered: keep it even if the client left
                 await self.store.put_response(response["id"], now, response, conversation)
+
+        await self._serve(scope, receive, send, request_id, translated, face, openai_errors, keep)
 
     async def stored_response(
         self, scope: Scope, send: Send, request_id: str, response_id: str
@@ -228,6 +245,7 @@ class Doors:
         translated: Translated,
         face: Face,
         errors: ErrorWriter,
+        keep: Keep | None = None,
     ) -> None:
         shape: ChatShape = translated.shape
         strategy = requested_strategy(scope["headers"])
@@ -240,7 +258,7 @@ class Doors:
             await self.dispatcher.serve(
                 shape,
                 translated.body,
-                FacedClient(client, face),
+                FacedClient(client, face, keep),
                 session_header=header(scope["headers"], b"x-session-id"),
                 request_id=request_id,
                 strategy=strategy,
