@@ -473,8 +473,8 @@ class Store:
         return await self._read(lambda connection: read_cells(connection, since, until, step))
 
     async def prune_requests(self, before: float) -> int:
-        """Delete requests that arrived before ``before`` (and their attempts), keeping the
-        rollups equal to the log; how many."""
+        """Delete requests that arrived before ``before`` (and their attempts, and the stored
+        responses made before then), keeping the rollups equal to the log; how many."""
         return await self._write(lambda connection: prune_logs(connection, before))
 
     # -- stored responses (the Responses door) --

@@ -198,9 +198,10 @@ _DAY_AGAIN: Final = day_rollups("at >= :lo AND at < :hi", "at >= :lo AND at < :h
 
 
 def prune_logs(connection: sqlite3.Connection, before: float) -> int:
-    """Delete the requests that arrived before ``before`` (their attempts go with them) and keep
-    the rollups equal to what is left: those of the periods emptied go, the period that
-    ``before`` cuts in two is grouped again from its rows left. How many requests went."""
+    """Delete the requests that arrived before ``before`` (their attempts go with them, and so
+    do the Responses door's stored responses made before then) and keep the rollups equal to
+    what is left: those of the periods emptied go, the period that ``before`` cuts in two is
+    grouped again from its rows left. How many requests went."""
     deleted: int = connection.execute("DELETE FROM requests WHERE at < ?", (before,)).rowcount
     connection.execute("DELETE FROM responses WHERE created_at < ?", (before,))
     hour = int(before // HOUR_S)
