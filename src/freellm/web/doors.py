@@ -9,12 +9,12 @@ door's own shapes. This module only reads bodies, looks up and keeps stored resp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
 
+from freellm.core import wire
 from freellm.core.chat import BadRequest, ChatShape
 from freellm.core.dialects import embeddings
 from freellm.core.doors import DoorError, Face, Translated
@@ -145,7 +145,7 @@ class Doors:
         if isinstance(counted, DoorError):
             await _error(send, counted, ids, errors)
             return
-        await json_response(send, 200, json.dumps({"input_tokens": counted}).encode(), ids)
+        await json_response(send, 200, wire.dumps({"input_tokens": counted}), ids)
 
     # -- OpenAI Responses --------------------------------------------------------------------
 
@@ -194,7 +194,7 @@ class Doors:
         if scope["method"] == "DELETE":
             if await self.store.delete_response(response_id):
                 deleted = {"id": response_id, "object": "response", "deleted": True}
-                await json_response(send, 200, json.dumps(deleted).encode(), ids)
+                await json_response(send, 200, wire.dumps(deleted), ids)
             else:
                 await _error(send, responses_door.not_found(response_id), ids, openai_errors)
             return
@@ -202,7 +202,7 @@ class Doors:
         if stored is None:
             await _error(send, responses_door.not_found(response_id), ids, openai_errors)
             return
-        await json_response(send, 200, json.dumps(stored.response).encode(), ids)
+        await json_response(send, 200, wire.dumps(stored.response), ids)
 
     # -- embeddings --------------------------------------------------------------------------
 
