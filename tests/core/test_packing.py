@@ -38,6 +38,24 @@ def test_the_chain_preference_is_bounded_and_never_decreasing() -> None:
     assert max(steps) == packing.PREFERENCE_MAX
 
 
+def test_the_keys_of_one_target_are_priced_as_one_pool_and_ordered_by_their_own_room() -> None:
+    catalog = catalog_of([{"rpd": 4}])
+    keys = [Key("p0", "a", "secret"), Key("p0", "b", "secret")]
+    state = RouterState(Topology(catalog, keys))
+    slots = state.topology.slots["p0", "m"]
+    request = RouteRequest(AUTO, prompt_tokens=9, max_tokens=1, strategy=Strategy.CAPACITY)
+    for turn in range(3):  # three requests on key a: 1 left on it, 4 on b
+        routed = plan(state, request, now=NOW + turn)
+        admitted = routed.admit(state, slots[0], now=NOW + turn)
+        assert not isinstance(admitted, Refusal)
+        state = record(admitted.state, admitted.ticket, OK, tokens=10, now=NOW + turn)
+    a, b = packing.prices(state.ledger, slots, 10, NOW + 3)
+    # One request of the five the target has left, plus each key's own share, a little.
+    assert a == 1 / 5 + packing.KEY_WEIGHT * 1 / 1
+    assert b == 1 / 5 + packing.KEY_WEIGHT * 1 / 4
+    assert [slot.key_id for slot in plan(state, request, now=NOW + 3)] == ["b", "a"]
+
+
 # --- single-window instances --------------------------------------------------------------------
 
 

@@ -336,11 +336,13 @@ def test_a_price_exists_exactly_when_the_ledger_has_room(
     state: RouterState, slot: Slot, tokens: int, later: float
 ) -> None:
     now = NOW + later
-    room = ledger.headroom(state.ledger, slot, tokens, now)
-    price = packing.price(state.ledger, slot, tokens, now)
-    assert (price is None) == (room is None)
-    if price is not None:
-        assert price >= 0.0
+    siblings = state.topology.slots[slot.provider, slot.model.id]
+    prices = packing.prices(state.ledger, siblings, tokens, now)
+    for sibling, price in zip(siblings, prices, strict=True):
+        room = ledger.headroom(state.ledger, sibling, tokens, now)
+        assert (price is None) == (room is None)
+        if price is not None:
+            assert price >= 0.0
 
 
 @given(states(), requests)
@@ -368,7 +370,9 @@ def test_capacity_goes_cheapest_first_after_the_sticky_model(
     positions = {target.name: index for index, target in enumerate(state.topology.keyed_chain)}
     scores = []
     for slot in slots:
-        price = packing.price(state.ledger, slot, routed.tokens, NOW)
+        siblings = state.topology.slots[slot.provider, slot.model.id]
+        prices = packing.prices(state.ledger, siblings, routed.tokens, NOW)
+        price = prices[siblings.index(slot)]
         assert price is not None
         position = positions.get(slot.name)
         if position is None:  # a named model: its providers' order

@@ -384,8 +384,7 @@ class Plan:
         ledger, now, tokens = self._state.ledger, self._now, self._tokens
         # A sticky session's model goes first while it has room: below any price.
         bonus = -1.0 if position == 0 and self._sticky else packing.preference(position)
-        for slot in slots:
-            price = packing.price(ledger, slot, tokens, now)
+        for slot, price in zip(slots, packing.prices(ledger, slots, tokens, now), strict=True):
             if price is None:
                 self._set_aside.append((f"{target.name}#{slot.key_id}", slot, None))
             else:
