@@ -13,6 +13,13 @@ the keys serve in the trace's hour (the key sets are small free tiers; a whole t
 times what they take). Each trace runs at a few fractions around that point: the first is the
 one the README's table quotes, the others show how the gap moves as demand grows past capacity.
 
+Mooncake's prompts are long (median 7,600 tokens in the conversation trace, a third above
+12,000): with ``mixed.toml`` Groq's 12,000 tokens a minute keep a third of them off its key, and
+even the optimum serves only 8% more than the chain at 6%; ``long-context.toml`` (Cerebras's
+token cap takes prompts up to 65k) is the mixed key set that trace is measured on, ``mixed.toml``
+is kept beside it. ``headroom`` is how much more than the chain the optimum serves: where it is
+below 10%, no router can show 10%.
+
 ``optimum`` is the replay's upper bound (``freellm.sim.bounds``: the LP relaxation over minutes
 and keys): no router serves more, so ``% opt`` is a floor on how close a strategy comes.
 
@@ -39,6 +46,7 @@ LONG_KEYS = ("cerebras=1", "google=2", "openrouter=2")
 RUNS: tuple[tuple[str, str, tuple[str, ...], tuple[float, ...]], ...] = (
     ("azure_llm_2023_conv.csv", "mixed.toml", MIXED_KEYS, (0.05, 0.055, 0.07)),
     ("azure_llm_2023_code.csv", "mixed.toml", MIXED_KEYS, (0.1, 0.09, 0.11)),
+    ("mooncake_conversation.jsonl", "long-context.toml", LONG_KEYS, (0.03, 0.04)),
     ("mooncake_conversation.jsonl", "mixed.toml", MIXED_KEYS, (0.06, 0.08)),
     ("mooncake_synthetic.jsonl", "long-context.toml", LONG_KEYS, (0.06, 0.08)),
 )
@@ -72,6 +80,7 @@ def row(trace: str, keyset: str, fraction: float, data: dict[str, Any]) -> dict[
         "optimum": bound,
         "% opt": data["served"] / bound if bound else 1.0,
         "chain % opt": chain["served"] / bound if bound else 1.0,
+        "headroom": bound / chain["served"] - 1 if chain["served"] else 0.0,
         "violations": data["cap_violations"] + chain["cap_violations"],
         "429s": data["upstream_429"] + chain["upstream_429"],
     }
@@ -93,10 +102,10 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     header = ("trace", "key set", "sample", "requests", "chain", "capacity", "gain", "optimum",
-              "% opt", "chain % opt", "violations", "429s")  # fmt: skip
+              "% opt", "chain % opt", "headroom", "violations", "429s")  # fmt: skip
     cells = [header] + [
         tuple(
-            f"{value:.1%}" if key in ("gain", "% opt", "chain % opt") else f"{value}"
+            f"{value:.1%}" if key in ("gain", "% opt", "chain % opt", "headroom") else f"{value}"
             for key, value in entry.items()
         )
         for entry in rows
