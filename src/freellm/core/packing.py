@@ -49,6 +49,17 @@ at one or two targets, as the chain strategy does.
 
 A sticky session's model is not priced against the others: while it has room it goes first, as
 in the chain strategy (a conversation that changes models mid-way costs more than any budget).
+
+What it does not promise: to serve at least what the chain serves on every instance. Where it
+first sends a request past the chain's key A to a key B that can take larger requests than A has
+room for, requests one token larger than A has left, as many as B holds, make it serve one fewer
+than the chain, and so for any rule that makes that move (``tests/core/test_packing.py`` checks
+it; the README gives the argument and the smallest instance). Tried and not kept, measured with
+``bench/capacity_replay.py``: pooling over every target (models differ in context and minute
+caps), pricing the prompt alone or a smaller completion than the reserved budget, other weights
+for the chain and the minute, a threshold size from a histogram of recent requests (the sizes
+that would empty the token-capped and request-capped budgets together), and pacing a day budget
+over the day.
 """
 
 from __future__ import annotations
