@@ -370,7 +370,12 @@ def test_capacity_goes_cheapest_first_after_the_sticky_model(
     positions = {target.name: index for index, target in enumerate(state.topology.keyed_chain)}
     scores = []
     for slot in slots:
-        siblings = state.topology.slots[slot.provider, slot.model.id]
+        # The plan prices a target's healthy keys together, as one pool.
+        siblings = [
+            other
+            for other in state.topology.slots[slot.provider, slot.model.id]
+            if other.health_key not in state.health.invalid
+        ]
         prices = packing.prices(state.ledger, siblings, routed.tokens, NOW)
         price = prices[siblings.index(slot)]
         assert price is not None
