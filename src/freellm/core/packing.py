@@ -64,19 +64,25 @@ over the day.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Final
 
 from freellm.core.catalog import Strategy
-from freellm.core.ledger import Ledger, Slot, Usage
+from freellm.core.ledger import Ledger, Slot
+
+if TYPE_CHECKING:
+    from freellm.core.catalog import Caps, Target
+    from freellm.core.router import Topology
 
 __all__ = [
     "KEY_WEIGHT",
+    "LAST_RESORT",
     "MINUTE_WEIGHT",
     "PREFERENCE_MAX",
     "PREFERENCE_STEP",
     "Strategy",
     "budget",
+    "day_pools",
     "preference",
     "prices",
 ]
@@ -88,6 +94,9 @@ PREFERENCE_STEP: Final = 0.01
 """What one chain position is worth, in shares of the tightest remaining budget."""
 PREFERENCE_MAX: Final = 0.05
 """The most chain order can be worth: five positions' worth."""
+LAST_RESORT: Final = 1.0
+"""The day price of a token-capped target for a request above the threshold: all of a budget,
+so every target with room goes before it, and it still serves when none has."""
 KEY_WEIGHT: Final = 0.001
 """How much a key's own day share weighs beside its target's: enough to order the keys."""
 
@@ -98,11 +107,17 @@ def preference(position: int) -> float:
     return min(position * PREFERENCE_STEP, PREFERENCE_MAX)
 
 
-def prices(ledger: Ledger, slots: Sequence[Slot], tokens: int, now: float) -> list[float | None]:
+def prices(
+    ledger: Ledger, slots: Sequence[Slot], tokens: int, now: float, *, fits: bool | None = None
+) -> list[float | None]:
     """What one request of ``tokens`` would take of each of ``slots`` (the keys of one target),
     ``None`` for a key that cannot take it at all (the very verdict of
     :func:`freellm.core.ledger.headroom`: the same cooldowns, caps, concurrency and
     provider-reported limits).
+
+    ``fits``: for a token-capped target under a threshold (:mod:`freellm.core.demand`),
+    whether the request is one it should take (its day price is then 0) or not
+    (``LAST_RESORT``); ``None`` prices its share of the day budgets.
 
     The keys of one target are one pool: the day share is the request's share of what all the
     target's keys that can take it have left (:func:`budget`); each key adds its own minute share
@@ -117,7 +132,10 @@ def prices(ledger: Ledger, slots: Sequence[Slot], tokens: int, now: float) -> li
             pool_tokens += left[1]
     if not pool_requests:  # no key can take it (a key that can has a request left)
         return [None] * len(budgets)
-    day = _share(pool_requests, pool_tokens, tokens)
+    if fits is None:
+        day = _share(pool_requests, pool_tokens, tokens)
+    else:
+        day = 0.0 if fits else LAST_RESORT
     return [
         None
         if left is None
@@ -135,6 +153,32 @@ def _share(requests: float, tokens_left: float, tokens: int) -> float:
 
 
 INF: Final = float("inf")
+
+
+def day_pools(
+    ledger: Ledger, topology: Topology, targets: Iterable[Target], now: float
+) -> tuple[float, float, float]:
+    """What ``targets``' keys have left of their day budgets: tokens on the token-capped ones,
+    requests on the ones capped by requests alone, and the largest request a token-capped one
+    takes at all (its reach: context, tokens a minute, tokens a day)."""
+    tokens_left = requests_left = reach = 0.0
+    usage = ledger.usage
+    for target in targets:
+        caps = target.model.caps
+        tpd, rpd = caps.tpd, caps.rpd
+        if tpd is None and rpd is None:
+            continue
+        for slot in topology.slots.get((target.provider, target.model.id), ()):
+            used = usage.get(slot.usage_key)
+            used_requests, used_tokens = (0, 0) if used is None else used.day.totals(now)
+            if tpd is not None:
+                tokens_left += max(0, tpd - used_tokens)
+            elif rpd is not None:
+                requests_left += max(0, rpd - used_requests)
+        if tpd is not None:
+            largest = min(tpd, caps.tpm or tpd, target.model.context or tpd)
+            reach = max(reach, float(largest))
+    return tokens_left, requests_left, reach
 
 
 def budget(
@@ -161,7 +205,7 @@ def budget(
     if usage is None:
         if caps.empty:
             return INF, INF, 0.0
-        usage = Usage.fresh(slot.daily_reset)
+        return _unused(caps, tokens)
     cap = caps.concurrency
     if cap is not None and usage.inflight >= cap:
         return None
@@ -208,3 +252,23 @@ def budget(
         elif cost:  # a minute, or a window the provider did not name: assume it refills
             minute = max(minute, cost / limit.remaining)
     return day_requests, day_tokens, minute
+
+
+def _unused(caps: Caps, tokens: int) -> tuple[float, float, float] | None:
+    """:func:`budget` of a key nothing has been counted on yet: its caps whole."""
+    if caps.concurrency is not None and caps.concurrency < 1:
+        return None
+    minute = 0.0
+    rpm, tpm, rpd, tpd = caps.rpm, caps.tpm, caps.rpd, caps.tpd
+    if rpm is not None:
+        if rpm < 1:
+            return None
+        minute = 1 / rpm
+    if tpm is not None:
+        if tpm < tokens:
+            return None
+        if tokens and tokens / tpm > minute:
+            minute = tokens / tpm
+    if (rpd is not None and rpd < 1) or (tpd is not None and tpd < tokens):
+        return None
+    return (INF if rpd is None else rpd), (INF if tpd is None else tpd), minute
