@@ -54,12 +54,21 @@ What it does not promise: to serve at least what the chain serves on every insta
 first sends a request past the chain's key A to a key B that can take larger requests than A has
 room for, requests one token larger than A has left, as many as B holds, make it serve one fewer
 than the chain, and so for any rule that makes that move (``tests/core/test_packing.py`` checks
-it; the README gives the argument and the smallest instance). Tried and not kept, measured with
-``bench/capacity_replay.py``: pooling over every target (models differ in context and minute
-caps), pricing the prompt alone or a smaller completion than the reserved budget, other weights
-for the chain and the minute, a threshold size from a histogram of recent requests (the sizes
-that would empty the token-capped and request-capped budgets together), and pacing a day budget
-over the day.
+it; the README gives the argument and the smallest instance).
+
+The threshold. Shares of what is left compare a token-capped budget with a request-capped one
+at the rate of the moment (a request of ``s`` tokens against one request: ``s / tokens left``
+against ``1 / requests left``), which sends medium requests to the token-capped keys while their
+day is fresh and leaves them short for the small ones later. Where the router has seen enough
+requests (:mod:`freellm.core.demand`), a token-capped target takes the requests up to the size
+at which the token-capped and request-capped budgets run out together, at a day price of 0, and
+larger ones only as a last resort (``LAST_RESORT``, above every share); the minute and key terms
+stay. Its plan puts such a target off without pricing its keys until nothing cheaper is left.
+
+Tried and not kept, measured with ``bench/capacity_replay.py``: pooling over every target
+(models differ in context and minute caps), other weights for the chain and the minute, pricing
+a token-capped key by the threshold instead of switching at it, and pacing a day budget over the
+day.
 """
 
 from __future__ import annotations
