@@ -15,7 +15,16 @@ from freellm.core.catalog import Catalog, Strategy, apply_config
 from freellm.core.demand import Demand, estimate, observe, threshold
 from freellm.core.ledger import Refusal
 from freellm.core.outcome import Kind, Outcome
-from freellm.core.router import AUTO, Key, RouteRequest, RouterState, Topology, plan, record
+from freellm.core.router import (
+    AUTO,
+    Key,
+    RouteRequest,
+    RouterState,
+    Topology,
+    bind_session,
+    plan,
+    record,
+)
 
 NOW = 1_780_000_000.0
 OK = Outcome(Kind.SUCCESS, 200)
@@ -117,6 +126,17 @@ def test_above_the_threshold_a_token_capped_model_is_a_last_resort() -> None:
     # The chain strategy has no threshold.
     chain = attrs.evolve(large, strategy=Strategy.CHAIN)
     assert [s.provider for s in plan(state, chain, now=NOW)] == ["p0", "p1"]
+
+
+def test_a_sticky_session_stays_on_a_token_capped_model_above_the_threshold() -> None:
+    catalog = catalog_of([{"rpd": 250}, {"tpd": 100_000, "tpm": 10_000}])
+    keys = [Key(p, "k", "secret") for p in catalog.providers]
+    state = RouterState(Topology(catalog, keys), demand=Demand(star=2_000.0, star_at=NOW))
+    state = bind_session(state, "s1", state.topology.slots["p1", "m"][0], now=NOW)
+    large = RouteRequest(AUTO, prompt_tokens=3_000, session="s1", strategy=Strategy.CAPACITY)
+    assert [s.provider for s in plan(state, large, now=NOW)] == ["p1", "p0"]
+    alone = attrs.evolve(large, session=None)
+    assert [s.provider for s in plan(state, alone, now=NOW)] == ["p0", "p1"]
 
 
 def test_a_capacity_plan_counts_its_request_once_and_works_the_threshold_out_when_due() -> None:

@@ -63,7 +63,8 @@ day is fresh and leaves them short for the small ones later. Where the router ha
 requests (:mod:`freellm.core.demand`), a token-capped target takes the requests up to the size
 at which the token-capped and request-capped budgets run out together, at a day price of 0, and
 larger ones only as a last resort (``LAST_RESORT``, above every share); the minute and key terms
-stay. Its plan puts such a target off without pricing its keys until nothing cheaper is left.
+stay, and a sticky session's model is exempt (it goes first while it has room). The plan puts
+such a target off without pricing its keys until nothing cheaper is left.
 
 Tried and not kept, measured with ``bench/capacity_replay.py``: pooling over every target
 (models differ in context and minute caps), other weights for the chain and the minute, pricing

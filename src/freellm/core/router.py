@@ -418,10 +418,14 @@ class Plan:
         """
         priced = self._priced
         assert priced is not None
-        # A sticky session's model goes first while it has room: below any price.
-        bonus = -1.0 if position == 0 and self._sticky else packing.preference(position)
+        # A sticky session's model goes first while it has room: below any price, the
+        # threshold's last resort included.
+        sticky = position == 0 and self._sticky
+        bonus = -1.0 if sticky else packing.preference(position)
         star = self._star
-        fits = None if star is None or target.model.caps.tpd is None else self._cost <= star
+        fits = (
+            None if star is None or sticky or target.model.caps.tpd is None else self._cost <= star
+        )
         if fits is False and not last_resort:
             heapq.heappush(priced, (packing.LAST_RESORT + bonus, position, "", target))
             return
