@@ -9,7 +9,11 @@ runs for every request, on two states:
 
 Each case runs under both routing strategies (``[router] strategy``): ``chain`` walks the chain in
 order, ``capacity`` prices the candidates (``freellm.core.packing``) as far down the chain as it
-must; the last column is capacity's time over chain's (issue 13 holds it to 2x at most).
+must; the last column is capacity's time over chain's (issue 13 holds it to 2x at most). Each
+strategy is timed on the state its own traffic left: capacity's holds its histogram of request
+sizes and a threshold worked out less than ``freellm.core.demand.STAR_EVERY_S`` ago, as in steady
+operation (working it out again scans every key's day budget, tens of microseconds, once per
+10 s of traffic, not per request).
 
 Run: ``python bench/core_bench.py [--iterations N]``. Prints a table in microseconds.
 """
@@ -44,9 +48,14 @@ def base_state() -> router.RouterState:
     return router.RouterState(router.Topology(catalog, keys))
 
 
-def with_traffic(state: router.RouterState, requests: int) -> router.RouterState:
-    """``state`` after ``requests`` requests of the last few minutes, routed as the proxy would."""
-    request = router.RouteRequest(model=router.AUTO, prompt_tokens=600, max_tokens=400)
+def with_traffic(
+    state: router.RouterState, requests: int, strategy: Strategy
+) -> router.RouterState:
+    """``state`` after ``requests`` requests of the last few minutes, routed as the proxy would
+    under ``strategy`` (capacity's also leave its histogram and a fresh threshold)."""
+    request = router.RouteRequest(
+        model=router.AUTO, prompt_tokens=600, max_tokens=400, strategy=strategy
+    )
     for index in range(requests):
         now = NOW - 300 + index * (300 / requests)
         state = route_once(state, request, now)
@@ -97,13 +106,14 @@ def main() -> None:
     args = parser.parse_args()
 
     start = base_state()
-    typical = with_traffic(start, 200)
-    walked = capped(typical, keep=3)
+    typical = {strategy: with_traffic(start, 200, strategy) for strategy in Strategy}
+    walked = {strategy: capped(typical[strategy], keep=3) for strategy in Strategy}
     request = router.RouteRequest(model=router.AUTO, prompt_tokens=800, max_tokens=512)
     pinned = attrs.evolve(request, model="groq/llama-3.3-70b-versatile")
 
     cases = {
         "typical (auto)": (typical, request),
+        "typical (auto), a small request": (typical, attrs.evolve(request, prompt_tokens=200)),
         "typical (provider/model)": (typical, pinned),
         "capped: most of the chain full": (walked, request),
     }
@@ -116,9 +126,10 @@ def main() -> None:
         f"{'case':34} {'strategy':9} {'median us':>10} {'p90 us':>8} {'plan us':>8} "
         f"{'x chain':>8}  candidates"
     )
-    for name, (state, base) in cases.items():
+    for name, (states, base) in cases.items():
         chain_median = 0.0
         for strategy in Strategy:
+            state = states[strategy]
             req = attrs.evolve(base, strategy=strategy)
             first = router.plan(state, req, now=NOW)
             slot = next(first)

@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep about this fraction (0-1) of the conversations, drawn with --seed",
     )
     replay.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="play the (sampled) trace N times in a row, each copy a minute after the last",
+    )
+    replay.add_argument(
         "--policy",
         choices=("freellm", "first-fit", "round-robin", "least-used", "all"),
         default="freellm",
@@ -598,6 +605,7 @@ async def replay(args: argparse.Namespace) -> int:
             as_json=args.json,
             report=args.report,
             sample=args.sample,
+            repeat=args.repeat,
         )
     except ReplayError as exc:
         raise Failed(str(exc)) from None

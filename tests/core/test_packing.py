@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from freellm.core import packing
@@ -36,6 +36,24 @@ def test_the_chain_preference_is_bounded_and_never_decreasing() -> None:
     assert steps[0] == 0.0
     assert steps[1] == packing.PREFERENCE_STEP
     assert max(steps) == packing.PREFERENCE_MAX
+
+
+def test_the_keys_of_one_target_are_priced_as_one_pool_and_ordered_by_their_own_room() -> None:
+    catalog = catalog_of([{"rpd": 4}])
+    keys = [Key("p0", "a", "secret"), Key("p0", "b", "secret")]
+    state = RouterState(Topology(catalog, keys))
+    slots = state.topology.slots["p0", "m"]
+    request = RouteRequest(AUTO, prompt_tokens=9, max_tokens=1, strategy=Strategy.CAPACITY)
+    for turn in range(3):  # three requests on key a: 1 left on it, 4 on b
+        routed = plan(state, request, now=NOW + turn)
+        admitted = routed.admit(state, slots[0], now=NOW + turn)
+        assert not isinstance(admitted, Refusal)
+        state = record(admitted.state, admitted.ticket, OK, tokens=10, now=NOW + turn)
+    a, b = packing.prices(state.ledger, slots, 10, NOW + 3)
+    # One request of the five the target has left, plus each key's own share, a little.
+    assert a == 1 / 5 + packing.KEY_WEIGHT * 1 / 1
+    assert b == 1 / 5 + packing.KEY_WEIGHT * 1 / 4
+    assert [slot.key_id for slot in plan(state, request, now=NOW + 3)] == ["b", "a"]
 
 
 # --- single-window instances --------------------------------------------------------------------
@@ -140,13 +158,69 @@ def test_capacity_keeps_the_token_capped_key_for_the_requests_only_it_can_take()
     assert served(catalog, sizes, Strategy.CAPACITY) == 23
 
 
-def test_capacity_can_serve_fewer_than_chain_when_an_early_price_misleads() -> None:
-    """Why no test claims "capacity never serves fewer than chain" on every instance: no online
-    rule that ever leaves the chain's order can. Here the one request p0 (1 a day) can take
-    looks dearer (all of what is left) than 59 of p1's 81 tokens, and the small requests that
-    come later find p1 short. (The brute-forced optimum, 5, also refuses the 43.)"""
-    catalog = catalog_of([{"rpd": 1}, {"tpd": 81}])
-    sizes = [59, 8, 43, 19, 18, 16, 25]
-    assert optimum(catalog, sizes) == 5
-    assert served(catalog, sizes, Strategy.CHAIN) == 4
-    assert served(catalog, sizes, Strategy.CAPACITY) == 3
+def routed(catalog: Catalog, sizes: Sequence[int], strategy: Strategy) -> list[str | None]:
+    """Where each of ``sizes`` went (its provider), or ``None`` when it was refused."""
+    state = RouterState(Topology(catalog, [Key(p, "k", "secret") for p in catalog.providers]))
+    where: list[str | None] = []
+    for index, size in enumerate(sizes):
+        now = NOW + index
+        request = RouteRequest(AUTO, prompt_tokens=size - 1, max_tokens=1, strategy=strategy)
+        candidates = plan(state, request, now=now)
+        slot = next(candidates, None)
+        if slot is None:
+            where.append(None)
+            continue
+        admitted = candidates.admit(state, slot, now=now)
+        assert not isinstance(admitted, Refusal)  # the plan's snapshot is the state
+        state = record(admitted.state, admitted.ticket, OK, tokens=size, now=now)
+        where.append(slot.provider)
+    return where
+
+
+@settings(max_examples=300)
+@given(st.lists(day_caps, min_size=2, max_size=3), sizes_)
+def test_where_capacity_leaves_the_chain_for_more_reach_requests_too_large_punish_it(
+    models: list[dict[str, int]], sizes: list[int]
+) -> None:
+    """Why no rule that makes capacity's move can serve at least what the chain serves on every
+    single-window instance (the property issue 13 asked for).
+
+    Take the first request where capacity leaves the chain's key A (the first with room) for a
+    later key B that can take larger requests than A has room for: B's tokens left exceed A's,
+    or B caps only requests. From there on, send requests one token larger than A has left (or
+    exactly B's tokens left), as many as the keys hold. A takes none of them under either rule,
+    every other key is as it was, and B holds one fewer under capacity: it serves one fewer than
+    the chain. Identical requests are served as many as fit whatever the rule, so this holds
+    for *any* online rule that makes that move, and the move is the one that gains (a long
+    prompt sent past a token-capped key to a request-capped one)."""
+    catalog = catalog_of(models)
+    chain = routed(catalog, sizes, Strategy.CHAIN)
+    capacity = routed(catalog, sizes, Strategy.CAPACITY)
+    first = next((i for i, (a, b) in enumerate(zip(chain, capacity, strict=True)) if a != b), None)
+    assume(first is not None and chain[first] is not None and capacity[first] is not None)
+    assert first is not None
+    a, b = (models[int(str(where)[1:])] for where in (chain[first], capacity[first]))
+    spent = {
+        where: sum(size for size, went in zip(sizes[:first], chain, strict=False) if went == where)
+        for where in (chain[first], capacity[first])
+    }
+    a_left = a["tpd"] - spent[chain[first]] if "tpd" in a else None
+    b_left = b["tpd"] - spent[capacity[first]] if "tpd" in b else None
+    assume(a_left is not None and (b_left is None or b_left > a_left))
+    assert a_left is not None
+    giant = a_left + 1 if b_left is None else b_left
+    instance = [*sizes[: first + 1], *[giant] * 12]
+    assert (
+        served(catalog, instance, Strategy.CAPACITY)
+        == served(catalog, instance, Strategy.CHAIN) - 1
+    )
+
+
+def test_the_smallest_instance_where_capacity_serves_fewer_than_chain() -> None:
+    """Two keys capped at 1 and 2 tokens a day, two requests. The 1-token request takes all of
+    p0's day against half of p1's, so capacity sends it to p1, and the 2-token request after it
+    finds no key with room; the chain filled p0 and keeps p1 for it."""
+    catalog = catalog_of([{"tpd": 1}, {"tpd": 2}])
+    assert routed(catalog, [1, 2], Strategy.CHAIN) == ["p0", "p1"]
+    assert routed(catalog, [1, 2], Strategy.CAPACITY) == ["p1", None]
+    assert optimum(catalog, [1, 2]) == 2

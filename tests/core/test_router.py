@@ -336,11 +336,13 @@ def test_a_price_exists_exactly_when_the_ledger_has_room(
     state: RouterState, slot: Slot, tokens: int, later: float
 ) -> None:
     now = NOW + later
-    room = ledger.headroom(state.ledger, slot, tokens, now)
-    price = packing.price(state.ledger, slot, tokens, now)
-    assert (price is None) == (room is None)
-    if price is not None:
-        assert price >= 0.0
+    siblings = state.topology.slots[slot.provider, slot.model.id]
+    prices = packing.prices(state.ledger, siblings, tokens, now)
+    for sibling, price in zip(siblings, prices, strict=True):
+        room = ledger.headroom(state.ledger, sibling, tokens, now)
+        assert (price is None) == (room is None)
+        if price is not None:
+            assert price >= 0.0
 
 
 @given(states(), requests)
@@ -368,7 +370,14 @@ def test_capacity_goes_cheapest_first_after_the_sticky_model(
     positions = {target.name: index for index, target in enumerate(state.topology.keyed_chain)}
     scores = []
     for slot in slots:
-        price = packing.price(state.ledger, slot, routed.tokens, NOW)
+        # The plan prices a target's healthy keys together, as one pool.
+        siblings = [
+            other
+            for other in state.topology.slots[slot.provider, slot.model.id]
+            if other.health_key not in state.health.invalid
+        ]
+        prices = packing.prices(state.ledger, siblings, routed.tokens, NOW)
+        price = prices[siblings.index(slot)]
         assert price is not None
         position = positions.get(slot.name)
         if position is None:  # a named model: its providers' order
@@ -522,8 +531,11 @@ def test_admitting_through_the_plan_equals_a_checked_admission(
     for slot in routed:
         through_plan = routed.admit(state, slot, now=NOW)
         checked = admit(state, slot, routed.tokens, now=NOW)
-        assert through_plan == checked
         assert isinstance(through_plan, Admitted)
+        assert isinstance(checked, Admitted)
+        # The plan also counts the request in the capacity strategy's histogram, once.
+        assert attrs.evolve(through_plan.state, demand=state.demand) == checked.state
+        assert through_plan.ticket == checked.ticket
         state = through_plan.state  # a new state: the next admission is checked again
         again = routed.admit(state, slot, now=NOW)
         assert again == admit(state, slot, routed.tokens, now=NOW)

@@ -494,6 +494,27 @@ def test_a_larger_fraction_keeps_a_superset_and_the_ends_keep_all_or_none() -> N
         trace.subsample(1.5, seed=1)
 
 
+def test_repeat_plays_the_trace_again_a_minute_after_its_end_as_new_conversations() -> None:
+    trace = load_trace(MOONCAKE_SYNTH).subsample(0.1, seed=0)
+    thrice = trace.repeat(3)
+    n = len(trace.requests)
+    assert len(thrice.requests) == 3 * n
+    assert thrice.requests[:n] == trace.requests
+    step = trace.duration + 60.0
+    for copy in (1, 2):
+        for original, again in zip(trace.requests, thrice.requests[copy * n :], strict=False):
+            assert again.at == original.at + copy * step
+            assert again.prompt_tokens == original.prompt_tokens
+            assert (again.conversation is None) == (original.conversation is None)
+            if original.conversation is not None:
+                assert again.conversation == f"{original.conversation}~{copy + 1}"
+    assert thrice.conversations == 3 * trace.conversations
+    assert thrice.duration == 2 * step + trace.duration
+    assert trace.repeat(1) is trace
+    with pytest.raises(ValueError, match="times >= 1"):
+        trace.repeat(0)
+
+
 def test_a_trace_out_of_order_is_refused() -> None:
     with pytest.raises(ValueError, match="never decrease"):
         Trace((TraceRequest(2.0, 1, 1), TraceRequest(1.0, 1, 1)), "s")

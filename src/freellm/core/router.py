@@ -30,6 +30,7 @@ from types import MappingProxyType
 
 import attrs
 
+from freellm.core import demand as demand_
 from freellm.core import health as health_
 from freellm.core import ledger as ledger_
 from freellm.core import outcome as outcome_
@@ -156,6 +157,7 @@ class RouterState:
     ledger: ledger_.Ledger = attrs.field(factory=ledger_.Ledger)
     health: health_.Health = attrs.field(factory=health_.Health)
     sessions: sessions_.Sessions = attrs.field(factory=sessions_.Sessions)
+    demand: demand_.Demand = attrs.field(factory=demand_.Demand)  # the capacity strategy's
 
     @property
     def catalog(self) -> Catalog:
@@ -212,10 +214,20 @@ class Plan:
         self._next_target = 0
         self._pending: list[Slot] = []  # ranked keys of the current target, best last
         strategy = request.strategy or state.catalog.settings.strategy
-        # The capacity strategy's candidates, priced: (score, position, key id, slot), a heap.
-        self._priced: list[tuple[float, int, str, Slot]] | None = (
+        # The capacity strategy's candidates, priced: (score, position, key id, slot), a heap;
+        # a target put off as a last resort stands for its keys (key id "").
+        self._priced: list[tuple[float, int, str, Slot | Target]] | None = (
             [] if strategy is Strategy.CAPACITY else None
         )
+        # What it expects the request to cost, and the size up to which token-capped budgets
+        # take requests (None: no threshold; embeddings are sized by their inputs, not so).
+        self._cost = demand_.estimate(request.prompt_tokens, request.max_tokens)
+        self._star = (
+            state.demand.star
+            if strategy is Strategy.CAPACITY and request.kind is ModelKind.CHAT
+            else None
+        )
+        self._observed = False
 
     @property
     def tokens(self) -> int:
@@ -250,10 +262,31 @@ class Plan:
         """
         if state is self._state:
             ledger, ticket = ledger_.book(state.ledger, slot, self._tokens, now=self._now)
-            return Admitted(
-                RouterState(state.topology, ledger, state.health, state.sessions), ticket
+            admitted = Admitted(
+                RouterState(state.topology, ledger, state.health, state.sessions, state.demand),
+                ticket,
             )
-        return admit(state, slot, self._tokens, now=now)
+        else:
+            verdict = admit(state, slot, self._tokens, now=now)
+            if isinstance(verdict, Refusal):
+                return verdict
+            admitted = verdict
+        if self._priced is None or self._observed or self._request.kind is not ModelKind.CHAT:
+            return admitted
+        self._observed = True  # once per request, whatever its attempts
+        return Admitted(self._observe(admitted.state, now), admitted.ticket)
+
+    def _observe(self, state: RouterState, now: float) -> RouterState:
+        """``state`` with this request in the capacity strategy's histogram, and the threshold
+        worked out again when it is due (over this request's candidates)."""
+        demand = demand_.observe(state.demand, self._cost, now=now)
+        if demand.star_due(now):
+            tokens_left, requests_left, reach = packing.day_pools(
+                state.ledger, state.topology, self._targets, now
+            )
+            star = demand_.threshold(demand, tokens_left, requests_left, reach, now=now)
+            demand = attrs.evolve(demand, star=star, star_at=now)
+        return RouterState(state.topology, state.ledger, state.health, state.sessions, demand)
 
     def refused(self, slot: Slot, refusal: Refusal) -> None:
         """Note that :func:`admit` refused ``slot`` (for :meth:`no_capacity`)."""
@@ -370,22 +403,38 @@ class Plan:
                 self._price(targets[position], position)
             if not priced:
                 raise StopIteration
-            slot = heapq.heappop(priced)[3]
-            if self._still_open(slot):
-                return slot
+            _, position, _, item = heapq.heappop(priced)
+            if not isinstance(item, Slot):  # a target put off as a last resort: price it now
+                self._price(item, position, last_resort=True)
+            elif self._still_open(item):
+                return item
 
-    def _price(self, target: Target, position: int) -> None:
-        """Price the keys of ``target`` that pass every filter into the plan's heap."""
+    def _price(self, target: Target, position: int, *, last_resort: bool = False) -> None:
+        """Price the keys of ``target`` that pass every filter into the plan's heap.
+
+        A token-capped target for a request above the threshold scores at least
+        ``LAST_RESORT``: it goes into the heap as itself, at that score, and its keys are priced
+        only if the plan gets to it (most plans end before).
+        """
         priced = self._priced
         assert priced is not None
+        # A sticky session's model goes first while it has room: below any price, the
+        # threshold's last resort included.
+        sticky = position == 0 and self._sticky
+        bonus = -1.0 if sticky else packing.preference(position)
+        star = self._star
+        fits = (
+            None if star is None or sticky or target.model.caps.tpd is None else self._cost <= star
+        )
+        if fits is False and not last_resort:
+            heapq.heappush(priced, (packing.LAST_RESORT + bonus, position, "", target))
+            return
         slots = self._open_slots(target)
         if not slots:
             return
         ledger, now, tokens = self._state.ledger, self._now, self._tokens
-        # A sticky session's model goes first while it has room: below any price.
-        bonus = -1.0 if position == 0 and self._sticky else packing.preference(position)
-        for slot in slots:
-            price = packing.price(ledger, slot, tokens, now)
+        prices = packing.prices(ledger, slots, tokens, now, fits=fits)
+        for slot, price in zip(slots, prices, strict=True):
             if price is None:
                 self._set_aside.append((f"{target.name}#{slot.key_id}", slot, None))
             else:
@@ -523,7 +572,9 @@ def admit(state: RouterState, slot: Slot, tokens: int, *, now: float) -> Admitte
     if isinstance(reserved, Refusal):
         return reserved
     ledger, ticket = reserved
-    return Admitted(RouterState(state.topology, ledger, state.health, state.sessions), ticket)
+    return Admitted(
+        RouterState(state.topology, ledger, state.health, state.sessions, state.demand), ticket
+    )
 
 
 def record(
@@ -538,7 +589,7 @@ def record(
     ledger, health = outcome_.record(
         state.ledger, state.health, ticket, result, tokens=tokens, now=now
     )
-    return RouterState(state.topology, ledger, health, state.sessions)
+    return RouterState(state.topology, ledger, health, state.sessions, state.demand)
 
 
 def observe(
@@ -548,7 +599,7 @@ def observe(
     if not ceilings:
         return state
     ledger = ledger_.observe(state.ledger, slot, ceilings, now=now)
-    return RouterState(state.topology, ledger, state.health, state.sessions)
+    return RouterState(state.topology, ledger, state.health, state.sessions, state.demand)
 
 
 def note_health(
@@ -564,7 +615,7 @@ def note_health(
     updated = health_.apply(state.health, provider, key, event, now=now, error=error)
     if updated is state.health:
         return state
-    return RouterState(state.topology, state.ledger, updated, state.sessions)
+    return RouterState(state.topology, state.ledger, updated, state.sessions, state.demand)
 
 
 def reconfigure(
@@ -580,7 +631,7 @@ def reconfigure(
         table = health_.replace(table, provider, key, entry)
     if topology == state.topology and table is state.health:
         return state
-    return RouterState(topology, state.ledger, table, state.sessions)
+    return RouterState(topology, state.ledger, table, state.sessions, state.demand)
 
 
 def bind_session(state: RouterState, session: str | None, slot: Slot, *, now: float) -> RouterState:
@@ -597,4 +648,4 @@ def bind_session(state: RouterState, session: str | None, slot: Slot, *, now: fl
         ttl=settings.sticky_ttl_s,
         max_size=settings.max_sessions,
     )
-    return RouterState(state.topology, state.ledger, state.health, sessions)
+    return RouterState(state.topology, state.ledger, state.health, sessions, state.demand)

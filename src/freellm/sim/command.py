@@ -3,7 +3,8 @@
 ``replay`` reads a trace, the catalog (the config file's, as the server would), and a key set:
 ``--keys PROVIDER=N ...``, else the enabled keys stored in the data dir (only their providers
 are read, never a secret). ``--sample F`` keeps about that fraction of the trace's
-conversations (drawn with ``--seed``), to bring its demand near what the keys can serve. It
+conversations (drawn with ``--seed``), to bring its demand near what the keys can serve;
+``--repeat N`` plays it N times in a row (a short trace then fills the day windows). It
 replays the trace under freellm's policy with the configured strategy (and with ``--policy all``
 the baselines, and freellm with its other strategy: ``freellm-chain`` or ``freellm-capacity``),
 computes the upper bound, and prints a table (a progress bar on a terminal),
@@ -93,6 +94,7 @@ async def run_replay(
     as_json: bool,
     report: Path | None,
     sample: float | None = None,
+    repeat: int = 1,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -101,6 +103,7 @@ async def run_replay(
         trace = load_trace(trace_path, format)
         if sample is not None:
             trace = trace.subsample(sample, seed)
+        trace = trace.repeat(repeat)
     except (OSError, TraceError, ValueError) as exc:
         raise ReplayError(str(exc)) from None
     key_set = parse_keys(keys, catalog) if keys else await stored_keys(data_dir, catalog)

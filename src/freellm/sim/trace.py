@@ -227,6 +227,30 @@ class Trace:
                 kept.append(request)
         return Trace(tuple(kept), f"{self.source}, {fraction:g} of it (seed {seed})")
 
+    def repeat(self, times: int) -> Trace:
+        """The trace ``times`` times in a row: each copy starts a minute after the previous
+        one's last request, its conversations renamed (``name~2``), so that a short trace fills
+        the day windows as longer traffic would (Mooncake's synthetic trace lasts 17 minutes: in
+        one pass, day caps that bind over an hour do not). Raises ``ValueError`` unless
+        ``times >= 1``."""
+        if times < 1:
+            raise ValueError(f"repeat needs times >= 1, got {times!r}")
+        if times == 1:
+            return self
+        step = self.duration + 60.0
+        copies = [
+            attrs.evolve(
+                request,
+                at=request.at + copy * step,
+                conversation=None
+                if request.conversation is None
+                else f"{request.conversation}~{copy + 1}",
+            )
+            for copy in range(1, times)
+            for request in self.requests
+        ]
+        return Trace((*self.requests, *copies), f"{self.source}, {times} times in a row")
+
 
 def _draw(seed: int, unit: str) -> int:
     data = f"{seed}:{unit}".encode("utf-8", "surrogatepass")
