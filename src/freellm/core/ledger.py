@@ -56,6 +56,7 @@ __all__ = [
     "clear_strikes",
     "cool_down",
     "cooldown_of",
+    "cooling",
     "explain",
     "from_data",
     "headroom",
@@ -192,20 +193,25 @@ def check(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | Refusa
     return explain(ledger, slot, tokens, now) if room is None else room
 
 
+def cooling(ledger: Ledger, slot: Slot, now: float) -> bool:
+    """Whether a cooldown of ``slot`` or of its key holds at ``now`` (the ``(provider, model)``
+    one is the router's, checked once for all keys)."""
+    cooldowns = ledger.cooldowns
+    for scope in (slot.scope, slot.key_scope):
+        cooldown = cooldowns.get(scope)
+        if cooldown is not None and cooldown.until > now:
+            return True
+    return False
+
+
 def headroom(ledger: Ledger, slot: Slot, tokens: int, now: float) -> float | None:
     """:func:`check` without the explanation: the headroom, or ``None`` when refused.
 
     This runs for every key of every candidate model, so it is written for speed; explaining a
     refusal (:func:`explain`) costs more and is only needed when nothing fits.
     """
-    cooldowns = ledger.cooldowns
-    if cooldowns:
-        cooldown = cooldowns.get(slot.scope)
-        if cooldown is not None and cooldown.until > now:
-            return None
-        cooldown = cooldowns.get(slot.key_scope)
-        if cooldown is not None and cooldown.until > now:
-            return None
+    if ledger.cooldowns and cooling(ledger, slot, now):
+        return None
     caps = slot.model.caps
     usage = ledger.usage.get(slot.usage_key)
     if usage is None:

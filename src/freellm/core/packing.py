@@ -78,7 +78,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from freellm.core.catalog import Strategy
-from freellm.core.ledger import Ledger, Slot
+from freellm.core.ledger import Ledger, Slot, cooling
 
 if TYPE_CHECKING:
     from freellm.core.catalog import Caps, Target
@@ -202,14 +202,8 @@ def budget(
     This runs for every key of every target a capacity plan looks at, so, like ``headroom``, it
     is written out for speed.
     """
-    cooldowns = ledger.cooldowns
-    if cooldowns:
-        cooldown = cooldowns.get(slot.scope)
-        if cooldown is not None and cooldown.until > now:
-            return None
-        cooldown = cooldowns.get(slot.key_scope)
-        if cooldown is not None and cooldown.until > now:
-            return None
+    if ledger.cooldowns and cooling(ledger, slot, now):
+        return None
     caps = slot.model.caps
     usage = ledger.usage.get(slot.usage_key)
     if usage is None:

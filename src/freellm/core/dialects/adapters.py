@@ -24,7 +24,15 @@ from freellm.core.dialects.openai import Usage
 from freellm.core.ledger import Slot
 from freellm.core.sse import Event
 
-__all__ = ["ADAPTERS", "Adapter", "Fold", "Outgoing", "adapter_for"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "Fold",
+    "Outgoing",
+    "adapter_for",
+    "auth_headers",
+    "openai_endpoint",
+]
 
 
 @attrs.frozen
@@ -86,13 +94,23 @@ class Adapter(Protocol):
     def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold: ...
 
 
-def _auth_headers(provider: ProviderSpec, token: str) -> dict[str, str]:
+def auth_headers(provider: ProviderSpec, token: str) -> dict[str, str]:
     headers = {"content-type": "application/json", **provider.headers}
     if provider.auth is AuthStyle.GOOG_API_KEY:
         headers["x-goog-api-key"] = token
     else:
         headers["authorization"] = f"Bearer {token}"
     return headers
+
+
+def openai_endpoint(provider: ProviderSpec, secret: str) -> tuple[str, dict[str, str]]:
+    """An OpenAI-compatible provider's base URL and headers for ``secret``: Cloudflare's key is
+    ``account_id:api_token``, the account id going into the URL and the token into the header."""
+    base_url, token = provider.base_url, secret
+    if provider.auth is AuthStyle.CLOUDFLARE:
+        account, _, token = secret.partition(":")
+        base_url = base_url.replace("{account_id}", account)
+    return base_url, auth_headers(provider, token)
 
 
 class OpenAIAdapter:
@@ -107,19 +125,11 @@ class OpenAIAdapter:
         *,
         stream: bool,
     ) -> Outgoing:
-        base_url, token = provider.base_url, secret
-        if provider.auth is AuthStyle.CLOUDFLARE:
-            account, _, token = secret.partition(":")
-            base_url = base_url.replace("{account_id}", account)
+        base_url, headers = openai_endpoint(provider, secret)
         upstream = openai_dialect.prepare_body(
             body, slot.model.id, stream=stream, stream_options=provider.id != "cohere"
         )
-        return Outgoing(
-            "POST",
-            f"{base_url}/chat/completions",
-            _auth_headers(provider, token),
-            wire.dumps(upstream),
-        )
+        return Outgoing("POST", f"{base_url}/chat/completions", headers, wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int
@@ -152,7 +162,7 @@ class GeminiAdapter:
         if isinstance(upstream, Untranslatable):
             return upstream
         url = provider.base_url + gemini.endpoint(slot.model.id, stream=stream)
-        return Outgoing("POST", url, _auth_headers(provider, secret), wire.dumps(upstream))
+        return Outgoing("POST", url, auth_headers(provider, secret), wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int
@@ -181,7 +191,7 @@ class CohereAdapter:
         if isinstance(upstream, Untranslatable):
             return upstream
         url = f"{provider.base_url}/v2/chat"
-        return Outgoing("POST", url, _auth_headers(provider, secret), wire.dumps(upstream))
+        return Outgoing("POST", url, auth_headers(provider, secret), wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int

@@ -54,10 +54,10 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from freellm.core import wire
-from freellm.core.catalog import AuthStyle, Dialect, ModelKind, ModelSpec, ProviderSpec
+from freellm.core.catalog import Dialect, ModelKind, ModelSpec, ProviderSpec
 from freellm.core.chat import BadRequest, ChatShape
 from freellm.core.dialects import Untranslatable
-from freellm.core.dialects.adapters import Adapter, Fold, Outgoing, _auth_headers
+from freellm.core.dialects.adapters import Adapter, Fold, Outgoing, auth_headers, openai_endpoint
 from freellm.core.dialects.openai import Usage
 from freellm.core.ledger import Slot
 from freellm.core.tokens import estimate_text
@@ -269,10 +269,39 @@ def _object(data: bytes) -> dict[str, Any]:
     return parsed
 
 
+class _Unstreamed:
+    """An embeddings call answers in one piece: the exchange never asks it for a fold."""
+
+    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
+        raise ValueError("embeddings do not stream")
+
+
+def _checked(
+    model: ModelSpec, body: Mapping[str, Any], *, text_only: bool
+) -> tuple[list[str], int | None] | Untranslatable:
+    """What every dialect checks of a target before it translates: the texts (``text_only``:
+    token ids are refused; else none are returned), the batch size, and the ``dimensions`` to
+    ask for (None: the model's own)."""
+    inputs = inputs_of(body)
+    texts: list[str] = []
+    if text_only:
+        read = _texts(model, inputs)
+        if isinstance(read, Untranslatable):
+            return read
+        texts = read
+    refusal = _too_many(model, len(inputs))
+    if refusal is not None:
+        return refusal
+    dimensions = _dimensions(model, body)
+    if isinstance(dimensions, Untranslatable):
+        return dimensions
+    return texts, dimensions
+
+
 # --- OpenAI-compatible ------------------------------------------------------------------------
 
 
-class OpenAIEmbeddings:
+class OpenAIEmbeddings(_Unstreamed):
     """OpenAI-compatible ``POST {base_url}/embeddings``."""
 
     def request(
@@ -285,12 +314,10 @@ class OpenAIEmbeddings:
         stream: bool,
     ) -> Outgoing | Untranslatable:
         model = slot.model
-        refusal = _too_many(model, len(inputs_of(body)))
-        if refusal is not None:
-            return refusal
-        dimensions = _dimensions(model, body)
-        if isinstance(dimensions, Untranslatable):
-            return dimensions
+        checked = _checked(model, body, text_only=False)
+        if isinstance(checked, Untranslatable):
+            return checked
+        _, dimensions = checked
         upstream = dict(body)
         upstream["model"] = model.id
         upstream["encoding_format"] = "float"
@@ -300,13 +327,8 @@ class OpenAIEmbeddings:
         asymmetric = provider.id == "nvidia" and "embedqa" in model.id
         if asymmetric and not _one_of(upstream.get("input_type"), NVIDIA_INPUT_TYPES):
             upstream["input_type"] = "passage"
-        base_url, token = provider.base_url, secret
-        if provider.auth is AuthStyle.CLOUDFLARE:
-            account, _, token = secret.partition(":")
-            base_url = base_url.replace("{account_id}", account)
-        return Outgoing(
-            "POST", f"{base_url}/embeddings", _auth_headers(provider, token), wire.dumps(upstream)
-        )
+        base_url, headers = openai_endpoint(provider, secret)
+        return Outgoing("POST", f"{base_url}/embeddings", headers, wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int
@@ -328,14 +350,11 @@ class OpenAIEmbeddings:
         complete = [vector for vector in vectors if vector is not None]
         return _listing(complete, model, prompt), _usage(prompt)
 
-    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
-        raise ValueError("embeddings do not stream")
-
 
 # --- Gemini -----------------------------------------------------------------------------------
 
 
-class GeminiEmbeddings:
+class GeminiEmbeddings(_Unstreamed):
     """Google AI Studio's ``POST {base_url}/models/{model}:batchEmbedContents``."""
 
     def request(
@@ -348,15 +367,10 @@ class GeminiEmbeddings:
         stream: bool,
     ) -> Outgoing | Untranslatable:
         model = slot.model
-        texts = _texts(model, inputs_of(body))
-        if isinstance(texts, Untranslatable):
-            return texts
-        refusal = _too_many(model, len(texts))
-        if refusal is not None:
-            return refusal
-        dimensions = _dimensions(model, body)
-        if isinstance(dimensions, Untranslatable):
-            return dimensions
+        checked = _checked(model, body, text_only=True)
+        if isinstance(checked, Untranslatable):
+            return checked
+        texts, dimensions = checked
         name = f"models/{model.id}"
         requests = []
         for text in texts:
@@ -366,7 +380,7 @@ class GeminiEmbeddings:
             requests.append(request)
         url = f"{provider.base_url}/{name}:batchEmbedContents"
         return Outgoing(
-            "POST", url, _auth_headers(provider, secret), wire.dumps({"requests": requests})
+            "POST", url, auth_headers(provider, secret), wire.dumps({"requests": requests})
         )
 
     def answer(
@@ -382,14 +396,11 @@ class GeminiEmbeddings:
             vectors.append(_floats(embedding.get("values")))
         return _listing(vectors, model, None), None
 
-    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
-        raise ValueError("embeddings do not stream")
-
 
 # --- Cohere -----------------------------------------------------------------------------------
 
 
-class CohereEmbeddings:
+class CohereEmbeddings(_Unstreamed):
     """Cohere's native ``POST {base_url}/v2/embed``."""
 
     def request(
@@ -402,15 +413,10 @@ class CohereEmbeddings:
         stream: bool,
     ) -> Outgoing | Untranslatable:
         model = slot.model
-        texts = _texts(model, inputs_of(body))
-        if isinstance(texts, Untranslatable):
-            return texts
-        refusal = _too_many(model, len(texts))
-        if refusal is not None:
-            return refusal
-        dimensions = _dimensions(model, body)
-        if isinstance(dimensions, Untranslatable):
-            return dimensions
+        checked = _checked(model, body, text_only=True)
+        if isinstance(checked, Untranslatable):
+            return checked
+        texts, dimensions = checked
         input_type = body.get("input_type")
         upstream: dict[str, Any] = {
             "model": model.id,
@@ -423,7 +429,7 @@ class CohereEmbeddings:
         if dimensions is not None:
             upstream["output_dimension"] = dimensions
         url = f"{provider.base_url}/v2/embed"
-        return Outgoing("POST", url, _auth_headers(provider, secret), wire.dumps(upstream))
+        return Outgoing("POST", url, auth_headers(provider, secret), wire.dumps(upstream))
 
     def answer(
         self, data: bytes, *, model: str, created: int
@@ -438,9 +444,6 @@ class CohereEmbeddings:
         billed = meta.get("billed_units") if isinstance(meta, dict) else None
         prompt = _count(billed.get("input_tokens")) if isinstance(billed, dict) else None
         return _listing(vectors, model, prompt), _usage(prompt)
-
-    def stream(self, *, client_wants_usage: bool, model: str, created: int) -> Fold:
-        raise ValueError("embeddings do not stream")
 
 
 EMBEDDING_ADAPTERS: Final[Mapping[Dialect, Adapter]] = MappingProxyType(
