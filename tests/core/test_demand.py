@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
+from instances import catalog_of
 
 from freellm.core import demand as demand_
-from freellm.core.catalog import Catalog, Strategy, apply_config
+from freellm.core.catalog import Strategy
 from freellm.core.demand import Demand, estimate, observe, threshold
 from freellm.core.ledger import Refusal
 from freellm.core.outcome import Kind, Outcome
@@ -28,20 +28,6 @@ from freellm.core.router import (
 
 NOW = 1_780_000_000.0
 OK = Outcome(Kind.SUCCESS, 200)
-
-
-def catalog_of(models: list[dict[str, Any]]) -> Catalog:
-    """One provider per model, one model each, chained in the given order."""
-    config: dict[str, Any] = {"providers": {}, "router": {"chain": []}}
-    for index, caps in enumerate(models):
-        name = f"p{index}"
-        config["providers"][name] = {
-            "dialect": "openai",
-            "base_url": f"http://127.0.0.1:9/{name}",
-            "models": [{"id": "m", **caps}],
-        }
-        config["router"]["chain"].append(f"{name}/m")
-    return apply_config(Catalog(), config)
 
 
 def seen(sizes: list[int], *, at: float = NOW) -> Demand:

@@ -5,15 +5,15 @@ found by brute force, and its bounded chain preference. Its properties over rand
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import attrs
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from instances import catalog_of
 
 from freellm.core import packing
-from freellm.core.catalog import Catalog, Strategy, apply_config
+from freellm.core.catalog import Catalog, Strategy
 from freellm.core.ledger import Refusal
 from freellm.core.outcome import Kind, Outcome
 from freellm.core.router import (
@@ -57,20 +57,6 @@ def test_the_keys_of_one_target_are_priced_as_one_pool_and_ordered_by_their_own_
 
 
 # --- single-window instances --------------------------------------------------------------------
-
-
-def catalog_of(models: Sequence[Mapping[str, Any]]) -> Catalog:
-    """One provider per model, one model each, chained in the given order."""
-    config: dict[str, Any] = {"providers": {}, "router": {"chain": []}}
-    for index, caps in enumerate(models):
-        name = f"p{index}"
-        config["providers"][name] = {
-            "dialect": "openai",
-            "base_url": f"http://127.0.0.1:9/{name}",
-            "models": [{"id": "m", **caps}],
-        }
-        config["router"]["chain"].append(f"{name}/m")
-    return apply_config(Catalog(), config)
 
 
 def served(catalog: Catalog, sizes: Sequence[int], strategy: Strategy) -> int:

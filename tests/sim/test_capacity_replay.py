@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -92,13 +93,14 @@ def test_synthetic_played_three_times_binds_the_day_caps_and_capacity_serves_mor
         assert result.cap_violations == result.upstream_429 == 0
 
 
-async def test_replay_repeat_plays_the_sample_again(tmp_path: Path) -> None:
-    config = tmp_path / "freellm.toml"
-    await trio.Path(config).write_text(MIXED)
+async def replay_command(tmp_path: Path, config: str, trace: str, *more: str) -> Any:
+    """``freellm replay`` of a 5% sample of ``trace`` on two keys of each provider of
+    ``config``, as a user runs it; its JSON."""
+    path = tmp_path / "freellm.toml"
+    await trio.Path(path).write_text(config)
     done = await trio.run_process(
-        [sys.executable, "-m", "freellm.cli", "replay", str(DATA / "mooncake_synthetic.jsonl"),
-         "--config", str(config), "--keys", "tok=2", "req=2", "--sample", "0.05",
-         "--repeat", "2", "--json"],
+        [sys.executable, "-m", "freellm.cli", "replay", str(DATA / trace), "--config", str(path),
+         "--keys", "tok=2", "req=2", "--sample", "0.05", *more, "--json"],
         cwd=tmp_path,
         env={"FREELLM_DATA_DIR": str(tmp_path / "data"), "PATH": ""},
         capture_stdout=True,
@@ -106,27 +108,20 @@ async def test_replay_repeat_plays_the_sample_again(tmp_path: Path) -> None:
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_replay_repeat_plays_the_sample_again(tmp_path: Path) -> None:
+    data = await replay_command(tmp_path, MIXED, "mooncake_synthetic.jsonl", "--repeat", "2")
     sample = load_trace(DATA / "mooncake_synthetic.jsonl").subsample(0.05, 0)
-    assert json.loads(done.stdout)["requests"] == 2 * len(sample.requests)
+    assert data["requests"] == 2 * len(sample.requests)
 
 
 async def test_replay_all_with_capacity_configured_compares_it_with_the_chain(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "freellm.toml"
-    await trio.Path(config).write_text(MIXED.replace("[router]", '[router]\nstrategy = "capacity"'))
-    done = await trio.run_process(
-        [sys.executable, "-m", "freellm.cli", "replay", str(DATA / "azure_llm_2023_code.csv"),
-         "--config", str(config), "--keys", "tok=2", "req=2", "--sample", "0.05",
-         "--policy", "all", "--json"],
-        cwd=tmp_path,
-        env={"FREELLM_DATA_DIR": str(tmp_path / "data"), "PATH": ""},
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    config = MIXED.replace("[router]", '[router]\nstrategy = "capacity"')
+    data = await replay_command(tmp_path, config, "azure_llm_2023_code.csv", "--policy", "all")
     assert data["strategy"] == "capacity"
     chain = data["baselines"]["freellm-chain"]
     assert chain["strategy"] == "chain"

@@ -88,27 +88,6 @@ class FacedClient:
         await self._client.send(body, more=False)
 
 
-class _EmbeddingsFace:
-    """An embeddings answer as the client asked to have it: floats, or base64."""
-
-    def __init__(self, encoding_format: str, prompt_tokens: int) -> None:
-        self._encoding_format = encoding_format
-        self._prompt_tokens = prompt_tokens  # the usage of an answer that reports none (Gemini)
-
-    def answer(self, status: int, body: bytes) -> bytes:
-        if 200 <= status < 300:
-            return embeddings.answer_for_client(
-                body, self._encoding_format, prompt_tokens=self._prompt_tokens
-            )
-        return body
-
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def close(self) -> bytes:
-        return b""
-
-
 class Doors:
     """The handlers of the doors. ``read_body`` is the ``/v1`` body reader (413, 408, a client
     that leaves), writing its errors in the door's shape."""
@@ -216,9 +195,8 @@ class Doors:
             problem = DoorError(400, shape.message, param=shape.param, code=shape.code)
             await _error(send, problem, ids, openai_errors)
             return
-        encoding = body.get("encoding_format") or "float"
         translated = Translated(body, shape)
-        face = _EmbeddingsFace(encoding, shape.prompt_tokens)
+        face = embeddings.EmbeddingsFace(body.get("encoding_format"), shape.prompt_tokens)
         await self._serve(scope, receive, send, request_id, translated, face, openai_errors)
 
     # -- shared ------------------------------------------------------------------------------

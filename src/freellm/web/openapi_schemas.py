@@ -172,6 +172,18 @@ def door_schemas() -> dict[str, Schema]:
     model = {"type": "string", "minLength": 1}
     typed_block = obj({"type": STRING}, "type")
     text_block = obj({"type": {"const": "text"}, "text": STRING}, "type", "text")
+    messages = array(
+        obj(
+            {
+                "role": {"enum": ["user", "assistant", "system"]},
+                "content": {"anyOf": [STRING, array(typed_block)]},
+            },
+            "role",
+            "content",
+        ),
+        minItems=1,
+    )
+    system = {"anyOf": [STRING, array(text_block)]}
     token_ids = array(INTEGER, minItems=1)
     usage = obj(
         {"input_tokens": INTEGER, "output_tokens": INTEGER}, "input_tokens", "output_tokens"
@@ -191,18 +203,8 @@ def door_schemas() -> dict[str, Schema]:
                 "model": model
                 | {"description": "`auto`, `auto:NAME`, a model, or a Claude name (an alias)."},
                 "max_tokens": {"type": "integer", "minimum": 1},
-                "messages": array(
-                    obj(
-                        {
-                            "role": {"enum": ["user", "assistant", "system"]},
-                            "content": {"anyOf": [STRING, array(typed_block)]},
-                        },
-                        "role",
-                        "content",
-                    ),
-                    minItems=1,
-                ),
-                "system": {"anyOf": [STRING, array(text_block)]},
+                "messages": messages,
+                "system": system,
                 "stream": nullable(BOOLEAN),
                 "temperature": nullable({"type": "number", "minimum": 0, "maximum": 1}),
                 "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
@@ -218,18 +220,8 @@ def door_schemas() -> dict[str, Schema]:
         "CountTokensRequest": obj(
             {
                 "model": model,
-                "messages": array(
-                    obj(
-                        {
-                            "role": {"enum": ["user", "assistant", "system"]},
-                            "content": {"anyOf": [STRING, array(typed_block)]},
-                        },
-                        "role",
-                        "content",
-                    ),
-                    minItems=1,
-                ),
-                "system": {"anyOf": [STRING, array(text_block)]},
+                "messages": messages,
+                "system": system,
             },
             "model",
             "messages",

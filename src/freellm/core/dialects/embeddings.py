@@ -67,6 +67,7 @@ __all__ = [
     "EMBEDDING_ADAPTERS",
     "ENCODINGS",
     "MAX_INPUTS",
+    "EmbeddingsFace",
     "answer_for_client",
     "encode_base64",
     "inputs_of",
@@ -492,3 +493,24 @@ def answer_for_client(
     if base64_wanted:
         answer = encode_base64(answer)
     return wire.dumps(answer)
+
+
+class EmbeddingsFace:
+    """The client's side of an embeddings request (a :class:`~freellm.core.doors.Face`): the
+    answer as the client asked to have it (:func:`answer_for_client`), errors as they are.
+    Embeddings never stream."""
+
+    def __init__(self, encoding_format: str | None, prompt_tokens: int) -> None:
+        self._encoding_format = encoding_format
+        self._prompt_tokens = prompt_tokens  # the usage of an answer that reports none (Gemini)
+
+    def answer(self, status: int, body: bytes) -> bytes:
+        if 200 <= status < 300:
+            return answer_for_client(body, self._encoding_format, prompt_tokens=self._prompt_tokens)
+        return body
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def close(self) -> bytes:
+        return b""

@@ -127,11 +127,26 @@ def _base64(floats: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(floats)}f", *floats)).decode()
 
 
-class OpenAIEmbeddings:
-    """The OpenAI dialect's ``/embeddings`` for one flavor, refusing in its words."""
+class _DialectsOwn429:
+    """An embeddings call whose 429 is its dialect's chat 429, word for word."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+
+    def rate_limited(
+        self,
+        violation: Violation,
+        model: str,
+        standings: Standings,
+        epoch_now: float,
+        *,
+        hints: bool,
+    ) -> ErrorAnswer:
+        return self.dialect.rate_limited(violation, model, standings, epoch_now, hints=hints)
+
+
+class OpenAIEmbeddings(_DialectsOwn429):
+    """The OpenAI dialect's ``/embeddings`` for one flavor, refusing in its words."""
 
     def route(self, method: str, path: str, body: Any) -> Call | None:
         if method == "POST" and path == EMBEDDINGS_PATH:
@@ -176,17 +191,6 @@ class OpenAIEmbeddings:
         tokens = request.tokens
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return {"object": "list", "data": data, "model": request.model, "usage": usage}
-
-    def rate_limited(
-        self,
-        violation: Violation,
-        model: str,
-        standings: Standings,
-        epoch_now: float,
-        *,
-        hints: bool,
-    ) -> ErrorAnswer:
-        return self.dialect.rate_limited(violation, model, standings, epoch_now, hints=hints)
 
 
 class GeminiEmbeddings:
@@ -259,11 +263,8 @@ class GeminiEmbeddings:
         return quota_exceeded(violation, model, hints=hints, quotas=GEMINI_EMBED_QUOTAS)
 
 
-class CohereEmbeddings:
+class CohereEmbeddings(_DialectsOwn429):
     """Cohere's native ``/v2/embed``."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
 
     def route(self, method: str, path: str, body: Any) -> Call | None:
         if method == "POST" and path == "/v2/embed":
@@ -307,17 +308,6 @@ class CohereEmbeddings:
             },
             "response_type": "embeddings_by_type",
         }
-
-    def rate_limited(
-        self,
-        violation: Violation,
-        model: str,
-        standings: Standings,
-        epoch_now: float,
-        *,
-        hints: bool,
-    ) -> ErrorAnswer:
-        return self.dialect.rate_limited(violation, model, standings, epoch_now, hints=hints)
 
 
 def make_embedding_wire(dialect: Dialect) -> EmbeddingWire:
