@@ -28,7 +28,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import attrs
@@ -409,74 +409,95 @@ class FakeProvider:
     async def _chat(
         self, exchange: Exchange, record: RecordedRequest, call: Call, fault: Fault | None
     ) -> None:
-        request = self.dialect.parse(call, record.body)
-        if isinstance(request, ErrorAnswer):
-            await self._refuse(exchange, record, "bad_request", request)
-            return
-        if request.model not in self.models:
-            error = self.dialect.model_not_found(request.model)
-            await self._refuse(exchange, record, "not_found", error)
+        request = await self._servable(exchange, record, self.dialect.parse(call, record.body))
+        if request is None:
             return
         if self.reply_tokens is not None:
             request = _sized(request, self.reply_tokens)
         self._serial += 1
         answer = self.dialect.answer(request, self._serial, int(self._epoch()))
-        kid = record.key_id or ANONYMOUS
-        counters = self._counters(kid, request.model)
-        now = self._clock()
-        violation = worst_violation(counters, now, answer.cap_tokens)
-        if violation is not None:
-            await self._rate_limited(exchange, record, violation, request.model)
-            return
-        for _, log in counters:
-            log.add(now, answer.cap_tokens)
-        headers = self.dialect.standing_headers(self._standings(kid, request.model))
-
-        def settle(outcome: str) -> None:
-            self._finish(record, 200, outcome)
-            if outcome == "ok":
-                self.served += 1
-
-        await send_answer(exchange, answer, headers, fault, settle)
+        await self._count_and_send(
+            exchange, record, request.model, answer.cap_tokens, lambda: answer, fault
+        )
 
     # -- embeddings -------------------------------------------------------------------------
 
     async def _embed(
         self, exchange: Exchange, record: RecordedRequest, call: Call, fault: Fault | None
     ) -> None:
-        request = self.embedding_wire.parse(call, record.body)
+        parsed = self.embedding_wire.parse(call, record.body)
+        request = await self._servable(exchange, record, parsed)
+        if request is None:
+            return
+
+        def answer() -> Answer:
+            self._serial += 1
+            return self._embedding_answer(request, self._serial)
+
+        await self._count_and_send(
+            exchange, record, request.model, request.tokens, answer, fault, embeddings=True
+        )
+
+    # -- shared -----------------------------------------------------------------------------
+
+    async def _servable(
+        self, exchange: Exchange, record: RecordedRequest, request: _Named | ErrorAnswer
+    ) -> _Named | None:
+        """`request` (a dialect's parse of the call) if it is one to serve; else None, and it
+        is refused: a bad request, or a model this fake does not serve."""
         if isinstance(request, ErrorAnswer):
             await self._refuse(exchange, record, "bad_request", request)
-            return
+            return None
         if request.model not in self.models:
             error = self.dialect.model_not_found(request.model)
             await self._refuse(exchange, record, "not_found", error)
-            return
+            return None
+        return request
+
+    async def _count_and_send(
+        self,
+        exchange: Exchange,
+        record: RecordedRequest,
+        model: str,
+        tokens: int,
+        answer: Callable[[], Answer],
+        fault: Fault | None,
+        *,
+        embeddings: bool = False,
+    ) -> None:
+        """Count a call of `tokens` against the key's caps of `model` and send its answer, or
+        answer the cap it would break with the dialect's 429."""
         kid = record.key_id or ANONYMOUS
-        counters = self._counters(kid, request.model)
+        counters = self._counters(kid, model)
         now = self._clock()
-        tokens = request.tokens
         violation = worst_violation(counters, now, tokens)
         if violation is not None:
-            await self._rate_limited(exchange, record, violation, request.model, embeddings=True)
+            await self._rate_limited(exchange, record, violation, model, embeddings=embeddings)
             return
         for _, log in counters:
             log.add(now, tokens)
-        self._serial += 1
-        answer = self._embedding_answer(request, self._serial)
-        headers = self.dialect.standing_headers(self._standings(kid, request.model))
+        made = answer()
+        headers = self.dialect.standing_headers(self._standings(kid, model))
 
         def settle(outcome: str) -> None:
             self._finish(record, 200, outcome)
             if outcome == "ok":
                 self.served += 1
 
-        await send_answer(exchange, answer, headers, fault, settle)
+        await send_answer(exchange, made, headers, fault, settle)
 
     def _embedding_answer(self, request: EmbedRequest, serial: int) -> Answer:
         """The vectors as the wire writes them; a MIDSTREAM_ERROR makes them a 500."""
         body = self.embedding_wire.answer(request, serial)
         return Answer(request.tokens, body=body, broken=self.dialect.server_error(500))
+
+
+class _HasModel(Protocol):
+    @property
+    def model(self) -> str: ...
+
+
+_Named = TypeVar("_Named", bound=_HasModel)
 
 
 def _sized(request: Any, size: Callable[[ChatRequest], int | None]) -> Any:
